@@ -1,0 +1,144 @@
+//! The `dedge` command line: one binary, seller agent and buyer CLI.
+//!
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+
+mod board;
+mod version;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+dedge: decentralized edge-computing marketplace (seller agent and buyer CLI)
+
+Usage: dedge <command> [options]
+
+Commands:
+  board check [--host] FILE...   check board files
+  version                        print version, git commit and target triple
+  help [command]                 print help
+
+Environment:
+  DEDGE_LOG   log level: error, warn, info, debug, trace
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+Run `dedge <command> --help` for a command's options.
+";
+
+/// Why a command failed; decides the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line is wrong.
+    #[error("{0}\nRun `dedge --help` for usage.")]
+    Usage(String),
+    /// A configuration file is wrong; the message says where and how to fix it.
+    #[error("{0}")]
+    Config(String),
+    /// Something failed while doing the work.
+    #[error("{0}")]
+    Runtime(String),
+    /// Whoever read our output went away (`dedge ... | head`): not a failure.
+    #[error("stdout closed")]
+    StdoutClosed,
+}
+
+impl Error {
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Error::StdoutClosed => 0,
+            Error::Runtime(_) => 1,
+            Error::Usage(_) | Error::Config(_) => 2,
+        }
+    }
+}
+
+impl From<lexopt::Error> for Error {
+    fn from(e: lexopt::Error) -> Self {
+        Error::Usage(e.to_string())
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    crate::logger::init(log::LevelFilter::Info, Default::default());
+    match run(std::env::args_os().skip(1).collect()) {
+        Ok(()) | Err(Error::StdoutClosed) => ExitCode::SUCCESS,
+        Err(e) => {
+            err_line(format_args!("dedge: {e}"));
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one command line (without the program name).
+pub fn run(args: Vec<OsString>) -> Result<(), Error> {
+    let mut parser = lexopt::Parser::from_args(args);
+    use lexopt::prelude::*;
+    let command = match parser.next()? {
+        Some(Value(cmd)) => cmd.string()?,
+        Some(Short('h') | Long("help")) | None => {
+            return say!("{USAGE}");
+        }
+        Some(Short('V') | Long("version")) => return version::run(parser),
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    match command.as_str() {
+        "board" => board::run(parser),
+        "version" => version::run(parser),
+        "help" => help(parser),
+        other => Err(Error::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let topic = parser.next()?;
+    let text = match topic {
+        None => USAGE,
+        Some(Value(v)) => match v.string()?.as_str() {
+            "board" => board::USAGE,
+            "version" => version::USAGE,
+            other => {
+                return Err(Error::Usage(format!(
+                    "no help for unknown command `{other}`"
+                )));
+            }
+        },
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    say!("{text}")
+}
+
+/// Writes to stdout; a closed pipe ends the command quietly instead of
+/// panicking as `print!` would.
+fn out(args: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::StdoutClosed,
+            _ => Error::Runtime(format!("cannot write to stdout: {e}")),
+        })
+}
+
+/// Writes a line to stderr; if stderr is gone there is nobody left to tell.
+fn err_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{args}");
+}
+
+/// `print!` through [`out`].
+macro_rules! say {
+    ($($arg:tt)*) => { $crate::cli::out(format_args!($($arg)*)) };
+}
+use say;
+
+/// Fails on anything left on the command line.
+fn no_more_args(parser: &mut lexopt::Parser) -> Result<(), Error> {
+    match parser.next()? {
+        None => Ok(()),
+        Some(arg) => Err(arg.unexpected().into()),
+    }
+}

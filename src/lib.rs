@@ -1,0 +1,8 @@
+//! dEdge: a decentralized marketplace for time on ARM edge gateways and the
+//! EdgeX sensors attached to them. One crate, one binary: the seller agent
+//! that runs on gateways and the buyer CLI. ARCHITECTURE.md maps the modules.
+
+pub mod board;
+pub mod cli;
+pub mod logger;
+pub mod units;
