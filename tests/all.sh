@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, host tests, and the
-# static ARM builds with their unit tests under qemu. Run tests/setup.sh first.
+# The whole test suite, as CI runs it: formatting, lints, the contracts' forge
+# tests, host tests, and the static ARM builds with their unit tests under qemu. Run tests/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "contracts: forge build + unit, fuzz and invariant tests"
+(cd contracts && npm test)
 
 step "host tests"
 if [ "$(id -u)" != 0 ]; then
