@@ -42,8 +42,9 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
 
     IERC20 public immutable token;
     uint256 public immutable challengePeriod;
-    /// Part of every channel id, so a closed channel's proofs never fit a new one.
-    uint256 public channelCount;
+    /// Part of every channel id, so a closed channel's proofs never fit a new
+    /// one. Starts at 1 so the first open does not pay for a zero-to-nonzero write.
+    uint256 public channelCount = 1;
 
     mapping(bytes32 channelId => Channel) private _channels;
 
@@ -83,16 +84,12 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
         if (receiver == address(0)) revert ZeroAddress();
         if (receiver == msg.sender) revert SelfChannel();
         if (deposit == 0) revert ZeroAmount();
-        uint256 n = channelCount++;
-        channelId = keccak256(abi.encode(block.chainid, address(this), msg.sender, receiver, n));
-        _channels[channelId] = Channel({
-            sender: msg.sender,
-            deposit: deposit,
-            receiver: receiver,
-            claimed: 0,
-            closingBalance: 0,
-            settleAfter: 0
-        });
+        channelId = keccak256(abi.encode(block.chainid, address(this), msg.sender, receiver, channelCount++));
+        // Field by field: a struct literal would also write the all-zero slot 2.
+        Channel storage c = _channels[channelId];
+        c.sender = msg.sender;
+        c.deposit = deposit;
+        c.receiver = receiver;
         emit ChannelOpened(channelId, msg.sender, receiver, deposit);
         token.safeTransferFrom(msg.sender, address(this), deposit);
     }
@@ -127,6 +124,7 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
         if (c.settleAfter != 0) revert Closing(channelId);
         if (balance > c.deposit) revert OverDeposit(channelId, balance, c.deposit);
         c.closingBalance = balance > c.claimed ? balance : c.claimed;
+        // forge-lint: disable-next-line(unsafe-typecast) 2^40 seconds is past the year 36000
         c.settleAfter = uint40(block.timestamp + challengePeriod);
         emit ChannelCloseRequested(channelId, c.closingBalance, c.settleAfter);
     }
@@ -146,10 +144,7 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
 
     /// @notice Takes payment up to the signed cumulative `amount`; the
     /// channel stays open. Also wins against an uncooperative close.
-    function claim(bytes32 channelId, uint256 amount, bytes32 leaseId, bytes calldata signature)
-        external
-        nonReentrant
-    {
+    function claim(bytes32 channelId, uint256 amount, bytes32 leaseId, bytes calldata signature) external nonReentrant {
         Channel storage c = _channels[channelId];
         uint96 total = _checkProof(channelId, c, amount, leaseId, signature);
         if (total <= c.claimed) revert StaleProof(channelId, amount, c.claimed);
@@ -162,10 +157,7 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
 
     /// @notice Cooperative close by the receiver with the latest proof: pays
     /// it, refunds the rest of the deposit to the sender, at once.
-    function close(bytes32 channelId, uint256 amount, bytes32 leaseId, bytes calldata signature)
-        external
-        nonReentrant
-    {
+    function close(bytes32 channelId, uint256 amount, bytes32 leaseId, bytes calldata signature) external nonReentrant {
         Channel storage c = _channels[channelId];
         uint96 total = _checkProof(channelId, c, amount, leaseId, signature);
         // A close may repeat the last claimed proof, never go below it or
@@ -204,6 +196,7 @@ contract ChannelManager is EIP712, ReentrancyGuardTransient {
         if (amount > c.deposit) revert OverDeposit(channelId, amount, c.deposit);
         address signer = ECDSA.recover(balanceProofDigest(channelId, amount, leaseId), signature);
         if (signer != c.sender) revert BadSignature(channelId, signer);
+        // forge-lint: disable-next-line(unsafe-typecast) amount <= deposit, a uint96
         return uint96(amount);
     }
 

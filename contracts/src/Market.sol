@@ -161,6 +161,7 @@ contract Market is Ownable2Step, ReentrancyGuardTransient {
         if (msg.sender != l.buyer) revert NotBuyer(leaseId, msg.sender);
         if (l.state != State.Proposed && l.state != State.Accepted) revert WrongState(leaseId, l.state);
         if (l.flags & FUNDED != 0) revert AlreadyFunded(leaseId);
+        // forge-lint: disable-next-line(unsafe-typecast) leaseFee <= MAX_LEASE_FEE < 2^96
         uint96 fee = uint96(leaseFee);
         l.fee = fee;
         l.flags |= FUNDED;

@@ -7,7 +7,6 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
-import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet.sol";
 
 /// @title dEdge registry: operators, their gateways, and gateways' adverts
 /// @notice `dedge_advertise` of the paper. An operator binds gateway keys it
@@ -18,7 +17,6 @@ import {EnumerableSet} from "@openzeppelin/contracts/utils/structs/EnumerableSet
 /// lists every live advert.
 contract Registry is Ownable2Step, EIP712 {
     using SafeERC20 for IERC20;
-    using EnumerableSet for EnumerableSet.AddressSet;
 
     /// The gateway's consent to be bound to `operator`.
     bytes32 public constant BINDING_TYPEHASH =
@@ -38,6 +36,9 @@ contract Registry is Ownable2Step, EIP712 {
         uint40 expiry;
         /// Block of the `Advertised` event holding endpoint and capability URI.
         uint64 advertisedAt;
+        /// Position in the advert list plus one (0: not listed). Packed here
+        /// rather than in a separate set's index mapping: one slot less per advert.
+        uint32 listPosition;
         bytes32 capabilitiesHash;
     }
 
@@ -48,7 +49,9 @@ contract Registry is Ownable2Step, EIP712 {
     mapping(address gateway => Gateway) private _gateways;
     mapping(address gateway => address) public pendingOperator;
     mapping(address gateway => Advert) private _adverts;
-    EnumerableSet.AddressSet private _advertised;
+    /// Gateways with an advert, live or expired-but-unpruned: the list the
+    /// `liveAdverts` view pages through.
+    address[] private _advertised;
 
     event GatewayRegistered(address indexed gateway, address indexed operator);
     event GatewayTransferStarted(address indexed gateway, address indexed from, address indexed to);
@@ -102,9 +105,8 @@ contract Registry is Ownable2Step, EIP712 {
         Gateway storage g = _gateways[gateway];
         if (g.operator != address(0)) revert AlreadyRegistered(gateway);
         if (block.timestamp > deadline) revert SignatureExpired(deadline);
-        bytes32 digest = _hashTypedDataV4(
-            keccak256(abi.encode(BINDING_TYPEHASH, gateway, msg.sender, g.bindingNonce, deadline))
-        );
+        bytes32 digest =
+            _hashTypedDataV4(keccak256(abi.encode(BINDING_TYPEHASH, gateway, msg.sender, g.bindingNonce, deadline)));
         address signer = ECDSA.recover(digest, signature);
         if (signer != gateway) revert BadGatewaySignature(gateway, signer);
         g.operator = msg.sender;
@@ -148,17 +150,21 @@ contract Registry is Ownable2Step, EIP712 {
         uint96 pricePerSecond,
         uint40 expiry
     ) external onlyGatewayOrOperator(gateway) {
-        if (bytes(endpoint).length == 0 || bytes(endpoint).length > MAX_TEXT) revert BadText(bytes(endpoint).length);
+        if (bytes(endpoint).length == 0 || bytes(endpoint).length > MAX_TEXT) {
+            revert BadText(bytes(endpoint).length);
+        }
         if (bytes(capabilitiesURI).length > MAX_TEXT) revert BadText(bytes(capabilitiesURI).length);
         if (pricePerSecond == 0) revert ZeroPrice();
         _checkExpiry(expiry);
-        _adverts[gateway] = Advert({
-            pricePerSecond: pricePerSecond,
-            expiry: expiry,
-            advertisedAt: uint64(block.number),
-            capabilitiesHash: capabilitiesHash
-        });
-        _advertised.add(gateway);
+        Advert storage a = _adverts[gateway];
+        a.pricePerSecond = pricePerSecond;
+        a.expiry = expiry;
+        a.advertisedAt = uint64(block.number);
+        a.capabilitiesHash = capabilitiesHash;
+        if (a.listPosition == 0) {
+            _advertised.push(gateway);
+            a.listPosition = uint32(_advertised.length);
+        }
         uint256 fee = _chargeFee();
         emit Advertised(
             gateway,
@@ -230,7 +236,7 @@ contract Registry is Ownable2Step, EIP712 {
 
     /// @notice Number of adverts in the list (live or expired but not yet pruned).
     function advertCount() external view returns (uint256) {
-        return _advertised.length();
+        return _advertised.length;
     }
 
     /// @notice Live adverts among list entries [offset, offset + limit): page
@@ -241,14 +247,14 @@ contract Registry is Ownable2Step, EIP712 {
         view
         returns (address[] memory gateways, Advert[] memory adverts)
     {
-        uint256 end = _advertised.length();
+        uint256 end = _advertised.length;
         if (offset > end) offset = end;
         if (limit < end - offset) end = offset + limit;
         gateways = new address[](end - offset);
         adverts = new Advert[](end - offset);
         uint256 n;
         for (uint256 i = offset; i < end; ++i) {
-            address g = _advertised.at(i);
+            address g = _advertised[i];
             if (isLive(g)) {
                 gateways[n] = g;
                 adverts[n] = _adverts[g];
@@ -291,10 +297,16 @@ contract Registry is Ownable2Step, EIP712 {
         if (fee != 0) token.safeTransferFrom(msg.sender, treasury, fee);
     }
 
+    /// Unlists by moving the last entry into the freed position.
     function _dropAdvert(address gateway) private {
-        if (_advertised.remove(gateway)) {
-            delete _adverts[gateway];
-            emit AdvertWithdrawn(gateway);
-        }
+        uint256 position = _adverts[gateway].listPosition;
+        if (position == 0) return;
+        address last = _advertised[_advertised.length - 1];
+        _advertised[position - 1] = last;
+        // forge-lint: disable-next-line(unsafe-typecast) position came from a uint32 field
+        _adverts[last].listPosition = uint32(position);
+        _advertised.pop();
+        delete _adverts[gateway];
+        emit AdvertWithdrawn(gateway);
     }
 }

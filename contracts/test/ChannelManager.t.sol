@@ -279,7 +279,7 @@ contract ChannelManagerTest is Fixture {
     /// Any sequence of proofs: the receiver ends with the highest amount it
     /// submitted, the sender with the rest, and the contract with nothing.
     function testFuzz_channel_amounts(uint96 deposit, uint256[4] memory amounts, bool senderCloses) public {
-        deposit = uint96(bound(deposit, 1, 1_000_000 ether));
+        deposit = uint96(bound(deposit, 1, 900_000 ether)); // the buyer holds 1M, 100 already in the fixture channel
         vm.prank(buyer);
         bytes32 c = channels.open(gateway, deposit);
         uint256 best;

@@ -344,3 +344,50 @@ contract TokenTest is Fixture {
         token.permit(buyer, stranger, 5 ether, block.timestamp + 1, v, r, s);
     }
 }
+
+contract RegistryListTest is Fixture {
+    /// Any mix of adverts and withdrawals leaves the list holding exactly the
+    /// gateways with an advert, each once.
+    function testFuzz_advert_list_stays_consistent(uint256 seed) public {
+        uint256 n = 6;
+        address[] memory gws = new address[](n);
+        bool[] memory listed = new bool[](n);
+        for (uint256 i; i < n; ++i) {
+            uint256 key = 0x1000 + i;
+            gws[i] = vm.addr(key);
+            uint256 deadline = block.timestamp + 1;
+            bytes32 structHash = keccak256(abi.encode(registry.BINDING_TYPEHASH(), gws[i], operator, 0, deadline));
+            bytes memory s = sig(key, _digest(registry.domainSeparator(), structHash));
+            vm.prank(operator);
+            registry.registerGateway(gws[i], deadline, s);
+        }
+        vm.prank(operator);
+        token.approve(address(registry), type(uint256).max);
+        for (uint256 step; step < 24; ++step) {
+            uint256 i = uint256(keccak256(abi.encode(seed, step))) % n;
+            vm.prank(operator);
+            if (listed[i]) {
+                registry.withdraw(gws[i]);
+            } else {
+                registry.advertise(gws[i], "e:1", bytes32(0), "", 1, uint40(block.timestamp + 1 days));
+            }
+            listed[i] = !listed[i];
+        }
+        (address[] memory live,) = registry.liveAdverts(0, n);
+        uint256 expected;
+        for (uint256 i; i < n; ++i) {
+            if (!listed[i]) continue;
+            ++expected;
+            bool found;
+            for (uint256 j; j < live.length; ++j) {
+                if (live[j] == gws[i]) {
+                    assertTrue(!found, "listed once");
+                    found = true;
+                }
+            }
+            assertTrue(found, "advertised gateway listed");
+        }
+        assertEq(live.length, expected, "no stale entries");
+        assertEq(registry.advertCount(), expected, "count");
+    }
+}
