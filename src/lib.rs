@@ -3,6 +3,8 @@
 //! that runs on gateways and the buyer CLI. ARCHITECTURE.md maps the modules.
 
 pub mod board;
+pub mod chain;
 pub mod cli;
 pub mod logger;
+pub mod store;
 pub mod units;

@@ -7,6 +7,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 
 import {Registry} from "./Registry.sol";
 
@@ -27,8 +28,32 @@ import {Registry} from "./Registry.sol";
 /// proofs in ChannelManager are what moves money). The invoice carries both
 /// figures; `disputed` in the flags marks a mismatch for off-chain follow-up,
 /// and neither figure changes the fee.
-contract Market is Ownable2Step, ReentrancyGuardTransient {
+contract Market is Ownable2Step, ReentrancyGuardTransient, EIP712 {
     using SafeERC20 for IERC20;
+
+    /// What a buyer offers a gateway, signed off chain as EIP-712 typed data
+    /// under this contract's domain; its digest (`hashOffer`) is the offer
+    /// hash both parties write on chain.
+    struct Offer {
+        address buyer;
+        address gateway;
+        uint32 cpuMillicores;
+        uint64 memoryBytes;
+        uint64 diskBytes;
+        /// EdgeX grants, each "device:command:r" or "device:command:rw".
+        string[] devices;
+        uint96 pricePerSecond;
+        uint32 maxDuration;
+        uint32 paymentInterval;
+        /// Image reference: the CID of the OCI image.
+        string image;
+        uint40 expiry;
+        uint64 nonce;
+    }
+
+    bytes32 public constant OFFER_TYPEHASH = keccak256(
+        "Offer(address buyer,address gateway,uint32 cpuMillicores,uint64 memoryBytes,uint64 diskBytes,string[] devices,uint96 pricePerSecond,uint32 maxDuration,uint32 paymentInterval,string image,uint40 expiry,uint64 nonce)"
+    );
 
     enum State {
         None,
@@ -112,6 +137,7 @@ contract Market is Ownable2Step, ReentrancyGuardTransient {
 
     constructor(IERC20 token_, Registry registry_, address treasury_, uint256 leaseFee_, address owner_)
         Ownable(owner_)
+        EIP712("dEdge Market", "1")
     {
         if (address(token_) == address(0) || address(registry_) == address(0) || treasury_ == address(0)) {
             revert ZeroAddress();
@@ -257,6 +283,31 @@ contract Market is Ownable2Step, ReentrancyGuardTransient {
 
     function leaseOf(bytes32 leaseId) external view returns (Lease memory) {
         return _leases[leaseId];
+    }
+
+    /// @notice The EIP-712 digest of an offer: the lease id both parties use.
+    function hashOffer(Offer calldata o) external view returns (bytes32) {
+        bytes32[] memory deviceHashes = new bytes32[](o.devices.length);
+        for (uint256 i; i < o.devices.length; ++i) {
+            deviceHashes[i] = keccak256(bytes(o.devices[i]));
+        }
+        // Two halves: every encoded member is one word, so concatenating is
+        // the same as one abi.encode, without a too-deep stack.
+        bytes memory head = abi.encode(OFFER_TYPEHASH, o.buyer, o.gateway, o.cpuMillicores, o.memoryBytes, o.diskBytes);
+        bytes memory tail = abi.encode(
+            keccak256(abi.encodePacked(deviceHashes)),
+            o.pricePerSecond,
+            o.maxDuration,
+            o.paymentInterval,
+            keccak256(bytes(o.image)),
+            o.expiry,
+            o.nonce
+        );
+        return _hashTypedDataV4(keccak256(bytes.concat(head, tail)));
+    }
+
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
     }
 
     /// Moves the escrowed fee to the treasury and emits the invoice. Reached

@@ -1,0 +1,55 @@
+//! Ethereum for the agent and the buyer: a JSON-RPC light client over ureq,
+//! keys and signing, transactions, typed contract bindings and EIP-712.
+
+pub mod bindings;
+pub mod deployment;
+pub mod eip712;
+pub mod keystore;
+pub mod rpc;
+pub mod signer;
+pub mod tx;
+
+pub use deployment::Deployment;
+pub use rpc::Rpc;
+pub use signer::Signer;
+
+/// Everything that can go wrong talking to the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{url}: {message}")]
+    Transport { url: String, message: String },
+    #[error("all RPC endpoints failed; last: {0}")]
+    AllEndpointsFailed(Box<Error>),
+    #[error("RPC error {code} from {method}: {message}{}", revert.as_ref().map(|r| format!(" (reverted: {r})")).unwrap_or_default())]
+    Rpc {
+        method: String,
+        code: i64,
+        message: String,
+        /// The decoded revert reason when the error carries revert data.
+        revert: Option<String>,
+    },
+    #[error("malformed answer to {method}: {message}")]
+    BadResponse { method: String, message: String },
+    #[error("the RPC node is on chain {got}, the board expects {expected}")]
+    WrongChain { expected: u64, got: u64 },
+    #[error("transaction {hash} reverted: {reason}")]
+    Reverted { hash: String, reason: String },
+    #[error("transaction {hash} not mined after {attempts} fee bumps")]
+    NotMined { hash: String, attempts: u32 },
+    #[error("not a valid secp256k1 private key")]
+    BadKey,
+    #[error("signing failed: {0}")]
+    Sign(String),
+    #[error("random source failed: {0}")]
+    Random(String),
+    #[error("key file: {0}")]
+    Keystore(String),
+    #[error("wrong passphrase for the key file")]
+    WrongPassphrase,
+    #[error("deployment file: {0}")]
+    Deployment(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,182 @@
+//! Durable local state: leases, channels, nonces, event cursors.
+//!
+//! sled 0.34 is the user's choice and is no longer released, so it stays
+//! behind this module: the rest of the crate sees named trees of
+//! postcard-encoded values and one `flush` that means "on disk".
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open the state database at {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("state database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("state database: cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: postcard::Error,
+    },
+    #[error("state database: record in `{tree}` is corrupt: {source}")]
+    Decode {
+        tree: String,
+        #[source]
+        source: postcard::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The agent's (or buyer's) database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|source| Error::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store { db })
+    }
+
+    /// A database that vanishes when dropped, for tests and benchmarks.
+    pub fn temporary() -> Result<Store> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Ok(Store { db })
+    }
+
+    pub fn tree(&self, name: &str) -> Result<Tree> {
+        Ok(Tree {
+            name: name.to_string(),
+            tree: self.db.open_tree(name)?,
+        })
+    }
+
+    /// Makes every write so far durable (fsync). Callers acknowledge
+    /// anything to a peer only after this returns.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// A named keyspace of postcard-encoded values.
+#[derive(Clone)]
+pub struct Tree {
+    name: String,
+    tree: sled::Tree,
+}
+
+impl Tree {
+    pub fn get<V: DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<V>> {
+        match self.tree.get(key)? {
+            None => Ok(None),
+            Some(bytes) => postcard::from_bytes(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Decode {
+                    tree: self.name.clone(),
+                    source,
+                }),
+        }
+    }
+
+    pub fn put<V: Serialize>(&self, key: impl AsRef<[u8]>, value: &V) -> Result<()> {
+        let bytes = postcard::to_stdvec(value).map_err(|source| Error::Encode {
+            what: "record",
+            source,
+        })?;
+        self.tree.insert(key.as_ref(), bytes)?;
+        Ok(())
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        self.tree.remove(key)?;
+        Ok(())
+    }
+
+    /// Every record, in key order.
+    pub fn iter<V: DeserializeOwned>(&self) -> impl Iterator<Item = Result<(Vec<u8>, V)>> + '_ {
+        self.tree.iter().map(move |item| {
+            let (k, v) = item?;
+            let value = postcard::from_bytes(&v).map_err(|source| Error::Decode {
+                tree: self.name.clone(),
+                source,
+            })?;
+            Ok((k.to_vec(), value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Rec {
+        n: u64,
+        s: String,
+    }
+
+    #[test]
+    fn values_round_trip_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let t = store.tree("t").unwrap();
+            t.put(
+                b"a",
+                &Rec {
+                    n: 7,
+                    s: "x".into(),
+                },
+            )
+            .unwrap();
+            t.put(
+                b"b",
+                &Rec {
+                    n: 8,
+                    s: "y".into(),
+                },
+            )
+            .unwrap();
+            t.remove(b"b").unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.tree("t").unwrap();
+        assert_eq!(
+            t.get::<Rec>(b"a").unwrap(),
+            Some(Rec {
+                n: 7,
+                s: "x".into()
+            })
+        );
+        assert_eq!(t.get::<Rec>(b"b").unwrap(), None);
+        let all: Vec<_> = t.iter::<Rec>().collect::<Result<_>>().unwrap();
+        assert_eq!(all.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_records_are_named() {
+        let store = Store::temporary().unwrap();
+        let t = store.tree("leases").unwrap();
+        t.tree.insert(b"k", &[0xff, 0xff, 0xff][..]).unwrap();
+        let err = t.get::<Rec>(b"k").unwrap_err().to_string();
+        assert!(err.contains("`leases`"), "{err}");
+    }
+}
