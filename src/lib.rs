@@ -4,6 +4,7 @@
 
 pub mod board;
 pub mod chain;
+pub mod channel;
 pub mod cli;
 pub mod logger;
 pub mod store;

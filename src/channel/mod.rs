@@ -1,0 +1,293 @@
+//! The off-chain half of a payment channel.
+//!
+//! The buyer (sender) signs cumulative EIP-712 balance proofs; the gateway
+//! (receiver) checks each one and makes it durable *before* acknowledging
+//! it, so an acknowledged payment survives a crash. Only the newest proof
+//! per channel matters: it is what `ChannelManager.claim/close` cashes.
+
+use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_sol_types::Eip712Domain;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{Signer, eip712, signer};
+use crate::store::{Store, Tree};
+
+/// A channel as the chain knows it (`ChannelOpened`, `channelOf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    pub id: B256,
+    pub sender: Address,
+    pub receiver: Address,
+    pub deposit: U256,
+}
+
+/// One balance proof as it travels between buyer and gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    pub channel: B256,
+    /// Cumulative over the channel's life, in EDG base units.
+    pub amount: U256,
+    pub lease: B256,
+    /// 65 bytes: r, s, v.
+    pub signature: Vec<u8>,
+}
+
+/// Why a proof was refused; each names the numbers involved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("unknown channel {0}")]
+    UnknownChannel(B256),
+    #[error("channel {channel} pays {receiver}, not this gateway")]
+    NotOurs { channel: B256, receiver: Address },
+    #[error("proof is for lease {got}, the channel is paying lease {expected}")]
+    WrongLease { expected: B256, got: B256 },
+    #[error("malformed signature ({0} bytes, want 65)")]
+    MalformedSignature(usize),
+    #[error(
+        "signature is from {signer}, not the channel's sender {sender} under this chain and contract (forged, or signed for another domain)"
+    )]
+    BadSignature { signer: Address, sender: Address },
+    #[error("amount {amount} exceeds the deposit {deposit}")]
+    OverDeposit { amount: U256, deposit: U256 },
+    #[error("stale proof: amount {amount} is not above the newest accepted {newest}")]
+    Stale { amount: U256, newest: U256 },
+    #[error("state: {0}")]
+    Store(String),
+}
+
+impl From<crate::store::Error> for Rejected {
+    fn from(e: crate::store::Error) -> Self {
+        Rejected::Store(e.to_string())
+    }
+}
+
+/// What the receiver keeps per channel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    info: ChannelInfo,
+    lease: B256,
+    newest: Option<Proof>,
+}
+
+/// The gateway's side: verifies and persists incoming proofs.
+pub struct Receiver {
+    store: Store,
+    channels: Tree,
+    domain: Eip712Domain,
+    me: Address,
+}
+
+impl Receiver {
+    pub fn new(
+        store: Store,
+        chain_id: u64,
+        manager: Address,
+        me: Address,
+    ) -> Result<Receiver, Rejected> {
+        Ok(Receiver {
+            channels: store.tree("channel.receiver")?,
+            store,
+            domain: eip712::channels_domain(chain_id, manager),
+            me,
+        })
+    }
+
+    /// Starts (or moves) `info`'s channel to paying for `lease`. The channel
+    /// keeps its newest proof: amounts are cumulative across leases. Durable
+    /// on return.
+    pub fn watch(&self, info: ChannelInfo, lease: B256) -> Result<(), Rejected> {
+        if info.receiver != self.me {
+            return Err(Rejected::NotOurs {
+                channel: info.id,
+                receiver: info.receiver,
+            });
+        }
+        let newest = self.channels.get::<Record>(info.id)?.and_then(|r| r.newest);
+        self.channels.put(
+            info.id,
+            &Record {
+                info,
+                lease,
+                newest,
+            },
+        )?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// A top-up seen on chain raises the deposit proofs may reach.
+    pub fn set_deposit(&self, channel: B256, deposit: U256) -> Result<(), Rejected> {
+        let mut r = self.record(channel)?;
+        r.info.deposit = deposit;
+        self.channels.put(channel, &r)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    fn record(&self, channel: B256) -> Result<Record, Rejected> {
+        self.channels
+            .get::<Record>(channel)?
+            .ok_or(Rejected::UnknownChannel(channel))
+    }
+
+    /// Checks a proof against the channel's sender, lease, deposit and newest
+    /// amount. Returns the increment it pays.
+    fn verify(&self, r: &Record, p: &Proof) -> Result<U256, Rejected> {
+        if p.lease != r.lease {
+            return Err(Rejected::WrongLease {
+                expected: r.lease,
+                got: p.lease,
+            });
+        }
+        if p.amount > r.info.deposit {
+            return Err(Rejected::OverDeposit {
+                amount: p.amount,
+                deposit: r.info.deposit,
+            });
+        }
+        let newest = r.newest.as_ref().map_or(U256::ZERO, |n| n.amount);
+        if p.amount <= newest {
+            return Err(Rejected::Stale {
+                amount: p.amount,
+                newest,
+            });
+        }
+        let sig = Signature::try_from(p.signature.as_slice())
+            .map_err(|_| Rejected::MalformedSignature(p.signature.len()))?;
+        let digest = eip712::balance_proof_digest(p.channel, p.amount, p.lease, &self.domain);
+        let signer = signer::recover(&digest, &sig)
+            .map_err(|_| Rejected::MalformedSignature(p.signature.len()))?;
+        if signer != r.info.sender {
+            return Err(Rejected::BadSignature {
+                signer,
+                sender: r.info.sender,
+            });
+        }
+        Ok(p.amount - newest)
+    }
+
+    /// Accepts one proof: verified, written and fsynced before it returns Ok.
+    pub fn accept(&self, p: Proof) -> Result<U256, Rejected> {
+        self.accept_batch(vec![p])
+            .pop()
+            .unwrap_or(Err(Rejected::Store("empty batch".into())))
+    }
+
+    /// Accepts several proofs with one fsync (group commit). Results are in
+    /// input order; none is Ok until all accepted ones are durable, and if
+    /// the fsync fails every one of them is refused.
+    pub fn accept_batch(&self, proofs: Vec<Proof>) -> Vec<Result<U256, Rejected>> {
+        let mut results = Vec::with_capacity(proofs.len());
+        let mut any = false;
+        for p in proofs {
+            let outcome = self.record(p.channel).and_then(|mut r| {
+                let paid = self.verify(&r, &p)?;
+                r.newest = Some(p);
+                self.channels.put(r.info.id, &r)?;
+                Ok(paid)
+            });
+            any |= outcome.is_ok();
+            results.push(outcome);
+        }
+        if any {
+            if let Err(e) = self.store.flush() {
+                let why = Rejected::Store(format!("not durable: {e}"));
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(why.clone());
+                }
+            }
+        }
+        results
+    }
+
+    /// The newest accepted proof of a channel: what to claim on chain.
+    pub fn newest(&self, channel: B256) -> Result<Option<Proof>, Rejected> {
+        Ok(self.record(channel)?.newest)
+    }
+}
+
+/// The buyer's side: issues cumulative proofs and remembers what it sent.
+pub struct Sender {
+    store: Store,
+    sent: Tree,
+    domain: Eip712Domain,
+    signer: Signer,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SentRecord {
+    info: ChannelInfo,
+    total: U256,
+}
+
+impl Sender {
+    pub fn new(
+        store: Store,
+        chain_id: u64,
+        manager: Address,
+        signer: Signer,
+    ) -> Result<Sender, Rejected> {
+        Ok(Sender {
+            sent: store.tree("channel.sender")?,
+            store,
+            domain: eip712::channels_domain(chain_id, manager),
+            signer,
+        })
+    }
+
+    pub fn open(&self, info: ChannelInfo) -> Result<(), Rejected> {
+        if self.sent.get::<SentRecord>(info.id)?.is_none() {
+            self.sent.put(
+                info.id,
+                &SentRecord {
+                    info,
+                    total: U256::ZERO,
+                },
+            )?;
+            self.store.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Signs a proof paying `increment` more for `lease`. The new total is
+    /// durable before the proof is returned, so a restart never re-signs a
+    /// lower amount.
+    pub fn pay(&self, channel: B256, lease: B256, increment: U256) -> Result<Proof, Rejected> {
+        let mut r = self
+            .sent
+            .get::<SentRecord>(channel)?
+            .ok_or(Rejected::UnknownChannel(channel))?;
+        let amount = r.total + increment;
+        if amount > r.info.deposit {
+            return Err(Rejected::OverDeposit {
+                amount,
+                deposit: r.info.deposit,
+            });
+        }
+        let digest = eip712::balance_proof_digest(channel, amount, lease, &self.domain);
+        let sig = self
+            .signer
+            .sign_hash(&digest)
+            .map_err(|e| Rejected::Store(e.to_string()))?;
+        r.total = amount;
+        self.sent.put(channel, &r)?;
+        self.store.flush()?;
+        Ok(Proof {
+            channel,
+            amount,
+            lease,
+            signature: sig.as_bytes().to_vec(),
+        })
+    }
+
+    pub fn total(&self, channel: B256) -> Result<U256, Rejected> {
+        Ok(self
+            .sent
+            .get::<SentRecord>(channel)?
+            .ok_or(Rejected::UnknownChannel(channel))?
+            .total)
+    }
+}
+
+#[cfg(test)]
+mod tests;
