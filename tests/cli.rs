@@ -223,6 +223,9 @@ fn every_command_has_help() {
         &["board", "--help"],
         &["board", "check", "--help"],
         &["version", "--help"],
+        &["key", "--help"],
+        &["key", "new", "--help"],
+        &["help", "key"],
     ] {
         let out = dedge(args);
         assert!(out.status.success(), "{args:?}");

@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
 mod board;
+mod key;
 mod version;
 
 use std::ffi::OsString;
@@ -15,6 +16,7 @@ Usage: dedge <command> [options]
 
 Commands:
   board check [--host] FILE...   check board files
+  key new|address FILE           create or read an encrypted key file
   version                        print version, git commit and target triple
   help [command]                 print help
 
@@ -84,6 +86,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
     };
     match command.as_str() {
         "board" => board::run(parser),
+        "key" => key::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
@@ -97,6 +100,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
         None => USAGE,
         Some(Value(v)) => match v.string()?.as_str() {
             "board" => board::USAGE,
+            "key" => key::USAGE,
             "version" => version::USAGE,
             other => {
                 return Err(Error::Usage(format!(
