@@ -410,3 +410,140 @@ fn stuck_transaction_is_replaced_with_higher_fees() {
         tx.max_fee_per_gas
     );
 }
+
+fn market_follower(w: &World, confirmations: u64) -> dedge::chain::events::Follower {
+    use dedge::chain::events::{Filter, Follower};
+    Follower::new(
+        w.store.tree("cursors").unwrap(),
+        "market",
+        Filter {
+            addresses: vec![w.d.market],
+            topics0: vec![],
+        },
+        0,
+        confirmations,
+    )
+    .unwrap()
+}
+
+/// Drains the follower: returns every log it delivers until it is caught up.
+fn drain(
+    f: &dedge::chain::events::Follower,
+    rpc: &Rpc,
+) -> Result<Vec<dedge::chain::tx::Log>, Error> {
+    use dedge::chain::events::Update;
+    let mut all = Vec::new();
+    loop {
+        match f.poll(rpc)? {
+            Update::Logs { logs, cursor } => {
+                let done = logs.is_empty() && f.cursor()?.as_ref() == Some(&cursor);
+                all.extend(logs);
+                f.commit(&cursor)?;
+                if done {
+                    return Ok(all);
+                }
+            }
+            Update::Reorg { from_block } => panic!("unexpected reorg from {from_block}"),
+        }
+    }
+}
+
+fn accepted_ids(logs: &[dedge::chain::tx::Log]) -> Vec<B256> {
+    logs.iter()
+        .filter_map(|l| {
+            IMarket::OfferAccepted::decode_raw_log(l.topics.iter().copied(), &l.data).ok()
+        })
+        .map(|e| e.leaseId)
+        .collect()
+}
+
+/// An acceptance the follower delivered is undone by a reorg; the follower
+/// reports it, rewinds, and delivers the new chain (where the acceptance is
+/// absent until it happens again).
+#[test]
+fn reorg_undoes_an_acceptance_and_the_follower_follows() {
+    use dedge::chain::events::Update;
+    let w = World::new();
+    w.register_gateway();
+    let (buyer, gateway) = (signer(1), signer(2));
+    let lease = keccak256("reorged lease");
+    w.sender(&buyer)
+        .execute(
+            w.d.market,
+            &IMarket::proposeOfferCall {
+                offerHash: lease,
+                gateway: gateway.address(),
+                expiry: alloy_primitives::Uint::from(u32::MAX),
+            },
+        )
+        .unwrap();
+    let f = market_follower(&w, 0).with_max_range(3);
+    drain(&f, &w.rpc).unwrap();
+    let snapshot: U256 = w.rpc.call("evm_snapshot", json!([])).unwrap();
+    w.sender(&gateway)
+        .execute(w.d.market, &IMarket::acceptOfferCall { offerHash: lease })
+        .unwrap();
+    let seen = drain(&f, &w.rpc).unwrap();
+    assert_eq!(accepted_ids(&seen), vec![lease], "acceptance delivered");
+
+    // The acceptance's block is replaced by empty ones.
+    let reverted: bool = w.rpc.call("evm_revert", json!([snapshot])).unwrap();
+    assert!(reverted);
+    for _ in 0..3 {
+        let _: serde_json::Value = w.rpc.call("evm_mine", json!([])).unwrap();
+    }
+    match f.poll(&w.rpc).unwrap() {
+        Update::Reorg { .. } => {}
+        other => panic!("expected a reorg, got {other:?}"),
+    }
+    let after = drain(&f, &w.rpc).unwrap();
+    assert!(
+        accepted_ids(&after).is_empty(),
+        "the acceptance is gone from the new chain"
+    );
+    let state = w
+        .sender(&buyer)
+        .view(w.d.market, &IMarket::leaseOfCall { leaseId: lease })
+        .unwrap();
+    assert_eq!(state.state, 1, "back to Proposed on chain");
+
+    // The gateway accepts again (its nonce store must follow the chain back).
+    w.store
+        .tree("nonces")
+        .unwrap()
+        .remove(gateway.address())
+        .unwrap();
+    w.sender(&gateway)
+        .execute(w.d.market, &IMarket::acceptOfferCall { offerHash: lease })
+        .unwrap();
+    assert_eq!(accepted_ids(&drain(&f, &w.rpc).unwrap()), vec![lease]);
+}
+
+#[test]
+fn logs_are_verified_against_the_receipts_root() {
+    let w = World::new();
+    w.register_gateway();
+    let buyer = signer(1);
+    w.sender(&buyer)
+        .execute(
+            w.d.market,
+            &IMarket::proposeOfferCall {
+                offerHash: keccak256("v"),
+                gateway: signer(2).address(),
+                expiry: alloy_primitives::Uint::from(u32::MAX),
+            },
+        )
+        .unwrap();
+    let logs = drain(&market_follower(&w, 0), &w.rpc).unwrap();
+    let proposed = logs
+        .iter()
+        .find(|l| l.topics[0] == IMarket::OfferProposed::SIGNATURE_HASH)
+        .expect("OfferProposed delivered");
+    for l in &logs {
+        dedge::chain::verify::log(&w.rpc, l).unwrap();
+    }
+    let mut forged = proposed.clone();
+    forged.data = Bytes::from(vec![0u8; forged.data.len()]);
+    let err = dedge::chain::verify::log(&w.rpc, &forged).unwrap_err();
+    assert!(err.to_string().contains("forged"), "{err}");
+}

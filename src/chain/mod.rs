@@ -4,10 +4,12 @@
 pub mod bindings;
 pub mod deployment;
 pub mod eip712;
+pub mod events;
 pub mod keystore;
 pub mod rpc;
 pub mod signer;
 pub mod tx;
+pub mod verify;
 
 pub use deployment::Deployment;
 pub use rpc::Rpc;
@@ -46,6 +48,8 @@ pub enum Error {
     Keystore(String),
     #[error("wrong passphrase for the key file")]
     WrongPassphrase,
+    #[error("unverified chain data: {0}")]
+    Unverified(String),
     #[error("deployment file: {0}")]
     Deployment(String),
     #[error(transparent)]
