@@ -7,5 +7,6 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod logger;
+pub mod market;
 pub mod store;
 pub mod units;

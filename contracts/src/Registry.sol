@@ -24,6 +24,8 @@ contract Registry is Ownable2Step, EIP712 {
     uint256 public constant MAX_ADVERT_FEE = 1_000 ether;
     uint256 public constant MAX_ADVERT_TTL = 90 days;
     uint256 public constant MAX_TEXT = 256;
+    /// Room for the capability document inline as a `data:` URI.
+    uint256 public constant MAX_URI = 4096;
 
     struct Gateway {
         address operator;
@@ -153,7 +155,7 @@ contract Registry is Ownable2Step, EIP712 {
         if (bytes(endpoint).length == 0 || bytes(endpoint).length > MAX_TEXT) {
             revert BadText(bytes(endpoint).length);
         }
-        if (bytes(capabilitiesURI).length > MAX_TEXT) revert BadText(bytes(capabilitiesURI).length);
+        if (bytes(capabilitiesURI).length > MAX_URI) revert BadText(bytes(capabilitiesURI).length);
         if (pricePerSecond == 0) revert ZeroPrice();
         _checkExpiry(expiry);
         Advert storage a = _adverts[gateway];

@@ -193,8 +193,9 @@ contract RegistryTest is Fixture {
         string memory long = string(new bytes(257));
         vm.expectRevert(abi.encodeWithSelector(Registry.BadText.selector, 257));
         registry.advertise(gateway, long, bytes32(0), "", 1, exp);
-        vm.expectRevert(abi.encodeWithSelector(Registry.BadText.selector, 257));
-        registry.advertise(gateway, "e:1", bytes32(0), long, 1, exp);
+        string memory longUri = string(new bytes(4097));
+        vm.expectRevert(abi.encodeWithSelector(Registry.BadText.selector, 4097));
+        registry.advertise(gateway, "e:1", bytes32(0), longUri, 1, exp);
         vm.expectRevert(Registry.ZeroPrice.selector);
         registry.advertise(gateway, "e:1", bytes32(0), "", 0, exp);
         vm.expectRevert(abi.encodeWithSelector(Registry.BadExpiry.selector, block.timestamp));

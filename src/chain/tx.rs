@@ -67,6 +67,18 @@ pub struct Log {
     pub log_index: Option<U64>,
 }
 
+/// Calls a view function on the latest block; no key needed.
+pub fn view<C: alloy_sol_types::SolCall>(rpc: &Rpc, to: Address, call: &C) -> Result<C::Return> {
+    let out: Bytes = rpc.call(
+        "eth_call",
+        json!([{"to": to, "data": Bytes::from(call.abi_encode())}, "latest"]),
+    )?;
+    C::abi_decode_returns(&out).map_err(|e| Error::BadResponse {
+        method: C::SIGNATURE.to_string(),
+        message: e.to_string(),
+    })
+}
+
 /// Sends one account's transactions.
 pub struct TxSender<'a> {
     rpc: &'a Rpc,
@@ -98,6 +110,14 @@ impl<'a> TxSender<'a> {
         self.signer.address()
     }
 
+    pub fn rpc(&self) -> &Rpc {
+        self.rpc
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
     /// Read-only call against the latest block.
     pub fn call(&self, to: Address, data: &[u8]) -> Result<Bytes> {
         self.rpc.call(
@@ -108,11 +128,7 @@ impl<'a> TxSender<'a> {
 
     /// Calls a view function and decodes its return value.
     pub fn view<C: alloy_sol_types::SolCall>(&self, to: Address, call: &C) -> Result<C::Return> {
-        let out = self.call(to, &call.abi_encode())?;
-        C::abi_decode_returns(&out).map_err(|e| Error::BadResponse {
-            method: C::SIGNATURE.to_string(),
-            message: e.to_string(),
-        })
+        view(self.rpc, to, call)
     }
 
     /// Sends a typed contract call (no value) and waits for its receipt.

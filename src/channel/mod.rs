@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{Signer, eip712, signer};
 use crate::store::{Store, Tree};
 
+pub mod onchain;
+
 /// A channel as the chain knows it (`ChannelOpened`, `channelOf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelInfo {
