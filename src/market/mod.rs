@@ -230,13 +230,11 @@ pub fn lease(rpc: &Rpc, d: &Deployment, lease: B256) -> Result<IMarket::Lease> {
 
 /// The lease's `Invoice` event, once it has been settled.
 pub fn invoice(rpc: &Rpc, d: &Deployment, lease: B256) -> Result<Option<IMarket::Invoice>> {
-    let logs: Vec<Log> = rpc
-        .call(
-            "eth_getLogs",
-            json!([{"fromBlock": "0x0", "toBlock": "latest", "address": d.market,
+    let logs: Vec<Log> = rpc.call(
+        "eth_getLogs",
+        json!([{"fromBlock": "0x0", "toBlock": "latest", "address": d.market,
                 "topics": [IMarket::Invoice::SIGNATURE_HASH, lease]}]),
-        )
-        .map_err(crate::chain::Error::from)?;
+    )?;
     Ok(logs
         .iter()
         .find_map(|l| IMarket::Invoice::decode_raw_log(l.topics.iter().copied(), &l.data).ok()))
