@@ -3,7 +3,11 @@
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
 mod board;
+mod chain_args;
+mod gateway;
 mod key;
+mod lease;
+mod market;
 mod version;
 
 use std::ffi::OsString;
@@ -17,6 +21,9 @@ Usage: dedge <command> [options]
 Commands:
   board check [--host] FILE...   check board files
   key new|address FILE           create or read an encrypted key file
+  gateway register|advertise     bind a gateway to its operator; advertise it
+  market ls                      list live adverts (filters, --json)
+  lease invoice LEASE            the invoice of a settled lease
   version                        print version, git commit and target triple
   help [command]                 print help
 
@@ -87,6 +94,9 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
     match command.as_str() {
         "board" => board::run(parser),
         "key" => key::run(parser),
+        "gateway" => gateway::run(parser),
+        "market" => market::run(parser),
+        "lease" => lease::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
@@ -101,6 +111,9 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
         Some(Value(v)) => match v.string()?.as_str() {
             "board" => board::USAGE,
             "key" => key::USAGE,
+            "gateway" => gateway::USAGE,
+            "market" => market::USAGE,
+            "lease" => lease::USAGE,
             "version" => version::USAGE,
             other => {
                 return Err(Error::Usage(format!(

@@ -1,0 +1,112 @@
+//! `dedge gateway register|advertise`: put a gateway on the market.
+
+use std::path::PathBuf;
+
+use super::chain_args::{self, ChainArgs, runtime};
+use super::{Error, say};
+use crate::chain::keystore;
+use crate::chain::tx::TxSender;
+use crate::market::{self, Capabilities};
+use crate::units::HumanDuration;
+
+pub const USAGE: &str = "\
+Usage: dedge gateway register --board BOARD --operator-key FILE [--operator-passphrase-file FILE]
+       dedge gateway advertise --board BOARD [--ttl DURATION]
+
+  register    the operator (its key file; passphrase from the file given or
+              DEDGE_OPERATOR_PASSPHRASE) binds the board's gateway key, which
+              signs its consent (EIP-712)
+  advertise   the gateway advertises its endpoint, capability document and
+              price for the registry's fee in EDG (dedge_advertise); default
+              --ttl 30d, at most 90d
+
+Options:
+  -h, --help  print this help
+";
+
+pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let sub = match parser.next()? {
+        Some(Value(v)) => v.string()?,
+        Some(Short('h') | Long("help")) | None => return say!("{USAGE}"),
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    let mut chain = ChainArgs::default();
+    let mut operator_key: Option<PathBuf> = None;
+    let mut operator_pass: Option<PathBuf> = None;
+    let mut ttl: HumanDuration = "30d".parse().map_err(|e| Error::Runtime(format!("{e}")))?;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long(name) if ChainArgs::NAMES.contains(&name) => {
+                let name = name.to_string();
+                chain.set(&name, parser.value()?)?;
+            }
+            Long("operator-key") => operator_key = Some(parser.value()?.into()),
+            Long("operator-passphrase-file") => operator_pass = Some(parser.value()?.into()),
+            Long("ttl") => {
+                ttl = parser
+                    .value()?
+                    .string()?
+                    .parse()
+                    .map_err(|e| Error::Usage(format!("--ttl: {e}")))?;
+            }
+            Short('h') | Long("help") => return say!("{USAGE}"),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if chain.board.is_none() {
+        return Err(Error::Usage(format!(
+            "gateway {sub} needs --board BOARD\n{}",
+            chain_args::HELP
+        )));
+    }
+    let chain = chain.connect()?;
+    let store = chain.cli_store()?;
+    let nonces = store.tree("nonces").map_err(runtime)?;
+    let gateway = chain.gateway_signer()?;
+    match sub.as_str() {
+        "register" => {
+            let key = operator_key
+                .ok_or_else(|| Error::Usage("register needs --operator-key FILE".into()))?;
+            let pass = match operator_pass {
+                Some(p) => keystore::passphrase(Some(&p)),
+                None => std::env::var_os("DEDGE_OPERATOR_PASSPHRASE")
+                    .map(|v| std::os::unix::ffi::OsStringExt::into_vec(v))
+                    .ok_or_else(|| crate::chain::Error::Keystore("no operator passphrase: --operator-passphrase-file or DEDGE_OPERATOR_PASSPHRASE".into())),
+            }
+            .map_err(|e| Error::Config(e.to_string()))?;
+            let operator = keystore::load(&key, &pass).map_err(|e| Error::Config(e.to_string()))?;
+            let tx = TxSender::new(
+                &chain.rpc,
+                &operator,
+                chain.d.chain_id,
+                nonces,
+                chain.policy(),
+            );
+            market::register_gateway(&tx, &gateway, &chain.d).map_err(runtime)?;
+            say!(
+                "gateway {} bound to operator {}\n",
+                gateway.address(),
+                operator.address()
+            )
+        }
+        "advertise" => {
+            let board = &chain.board()?.board;
+            let caps = Capabilities::from_board(board);
+            let tx = TxSender::new(
+                &chain.rpc,
+                &gateway,
+                chain.d.chain_id,
+                nonces,
+                chain.policy(),
+            );
+            let endpoint = board.agent.public.to_string();
+            market::advertise(&tx, &chain.d, &endpoint, &caps, ttl.get()).map_err(runtime)?;
+            say!(
+                "gateway {} advertised at {endpoint} until now + {ttl}\n",
+                gateway.address()
+            )
+        }
+        other => Err(Error::Usage(format!("unknown gateway command `{other}`"))),
+    }
+}

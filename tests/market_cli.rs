@@ -1,0 +1,256 @@
+//! The newcomer's walk with the real binary against a real anvil: a key, a
+//! board, bind and advertise the gateway, list it with `dedge market ls`,
+//! read a settled lease's invoice.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use alloy_primitives::{U256, Uint};
+use common::{Anvil, signer};
+use dedge::chain::bindings::IEDGToken;
+use dedge::chain::keystore;
+use dedge::chain::tx::{TxPolicy, TxSender};
+use dedge::market;
+use dedge::store::Store;
+use serde_json::{Value, json};
+
+fn dedge(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The dev board, pointed at this anvil (same deployer and order, so the
+/// same contract addresses; another chain id and port).
+fn board_for(anvil: &Anvil, dir: &Path) -> PathBuf {
+    let boards = dir.join("boards");
+    std::fs::create_dir_all(&boards).unwrap();
+    let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .replace(
+            "chain_id = 31337",
+            &format!("chain_id = {}", anvil.chain_id),
+        )
+        .replace("http://127.0.0.1:8545", &anvil.url);
+    let path = boards.join("gw.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::create_dir_all(dir.join("target/dev-gateway")).unwrap();
+    std::fs::write(dir.join("target/dev-gateway/passphrase"), "gw-pass\n").unwrap();
+    path
+}
+
+#[test]
+fn register_advertise_and_list_a_gateway() {
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let dir = tempfile::tempdir().unwrap();
+    let board = board_for(&anvil, dir.path());
+    let board = board.to_str().unwrap();
+    let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
+    let deployment = deployment.to_str().unwrap();
+
+    let (code, gw_addr, err) = dedge(&["key", "new", "--board", board], &[]);
+    assert_eq!(code, 0, "{err}");
+    let gw_addr = gw_addr.trim().to_string();
+
+    // The new key needs ETH for gas and EDG for the advert fee.
+    let rpc = anvil.rpc();
+    let _: Value = rpc
+        .call("anvil_setBalance", json!([gw_addr, "0x56BC75E2D63100000"]))
+        .unwrap();
+    let deployer = signer(0);
+    let store = Store::temporary().unwrap();
+    let policy = TxPolicy {
+        poll: Duration::from_millis(20),
+        confirmations: 1,
+        ..TxPolicy::default()
+    };
+    let dep = TxSender::new(
+        &rpc,
+        &deployer,
+        anvil.chain_id,
+        store.tree("n").unwrap(),
+        policy.clone(),
+    );
+    dep.execute(
+        d.token,
+        &IEDGToken::transferCall {
+            to: gw_addr.parse().unwrap(),
+            value: U256::from(100u128 * 10u128.pow(18)),
+        },
+    )
+    .unwrap();
+
+    // The operator's key file: anvil's account 3.
+    let op_key = dir.path().join("operator.json");
+    keystore::save(&op_key, &signer(3), b"op-pass").unwrap();
+    let (code, out, err) = dedge(
+        &[
+            "gateway",
+            "register",
+            "--board",
+            board,
+            "--operator-key",
+            op_key.to_str().unwrap(),
+        ],
+        &[("DEDGE_OPERATOR_PASSPHRASE", "op-pass")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("bound to operator"), "{out}");
+
+    let (code, out, err) = dedge(
+        &["gateway", "advertise", "--board", board, "--ttl", "7d"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("advertised at 127.0.0.1:7300"), "{out}");
+
+    let ls = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec![
+            "market",
+            "ls",
+            "--rpc",
+            &anvil.url,
+            "--deployment",
+            deployment,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (code, out, err) = dedge(&args, &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let all = ls(&[]);
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0]["gateway"].as_str().unwrap().to_lowercase(),
+        gw_addr.to_lowercase()
+    );
+    assert_eq!(all[0]["capabilities"]["arch"], "x86_64");
+    assert_eq!(all[0]["price_per_second"], "0.00015 EDG");
+    assert_eq!(ls(&["--wei"])[0]["price_per_second"], "150000000000000");
+    assert_eq!(
+        ls(&["--arch", "x86_64", "--device", "Random-Integer-Device:Int8"]).len(),
+        1
+    );
+    assert!(ls(&["--arch", "aarch64"]).is_empty());
+    assert!(ls(&["--device", "Random-Integer-Device:Int99"]).is_empty());
+    assert!(ls(&["--max-price", "0.0001"]).is_empty());
+    assert_eq!(ls(&["--max-price", "0.00015"]).len(), 1);
+
+    // The table form, with the board giving the chain instead.
+    let (code, out, err) = dedge(&["market", "ls", "--board", board], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("0.00015 EDG") && out.contains("127.0.0.1:7300"),
+        "{out}"
+    );
+
+    let (code, _, err) = dedge(&["market", "ls", "--arch", "sparc", "--board", board], &[]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = dedge(&["market", "ls"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--rpc URL"), "{err}");
+}
+
+#[test]
+fn invoice_of_a_settled_lease() {
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let rpc = anvil.rpc();
+    let store = Store::temporary().unwrap();
+    let policy = TxPolicy {
+        poll: Duration::from_millis(20),
+        confirmations: 1,
+        ..TxPolicy::default()
+    };
+    let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
+    let tx = |s| {
+        TxSender::new(
+            &rpc,
+            s,
+            anvil.chain_id,
+            store.tree("n").unwrap(),
+            policy.clone(),
+        )
+    };
+    let (dep, b, g, o) = (tx(&deployer), tx(&buyer), tx(&gateway), tx(&operator));
+    dep.execute(
+        d.token,
+        &IEDGToken::transferCall {
+            to: buyer.address(),
+            value: U256::from(10u128.pow(20)),
+        },
+    )
+    .unwrap();
+    market::register_gateway(&o, &gateway, &d).unwrap();
+    let offer = dedge::chain::eip712::Offer {
+        buyer: buyer.address(),
+        gateway: gateway.address(),
+        cpuMillicores: 100,
+        memoryBytes: 1 << 20,
+        diskBytes: 1 << 20,
+        devices: vec![],
+        pricePerSecond: Uint::from(1u64),
+        maxDuration: 60,
+        paymentInterval: 5,
+        image: "bafy".into(),
+        expiry: Uint::from(u32::MAX),
+        nonce: 9,
+    };
+    let lease = market::propose(&b, &d, &offer).unwrap();
+    market::accept(&g, &d, lease).unwrap();
+    market::deposit_fee(&b, &d, lease).unwrap();
+    market::terminate(&b, &d, lease, U256::from(5u64)).unwrap();
+    let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "lease".into(),
+            "invoice".into(),
+            lease.to_string(),
+            "--rpc".into(),
+            anvil.url.clone(),
+            "--deployment".into(),
+            deployment.to_string_lossy().into_owned(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        dedge(&refs, &[])
+    };
+    let (code, _, err) = run(args(&[]));
+    assert_eq!(code, 1, "not settled yet: {err}");
+    assert!(err.contains("no invoice yet"), "{err}");
+    market::terminate(&g, &d, lease, U256::from(7u64)).unwrap();
+    let (code, out, err) = run(args(&["--json", "--wei"]));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["buyer_reported"], "5");
+    assert_eq!(v["seller_reported"], "7");
+    assert_eq!(v["disputed"], true);
+    assert_eq!(v["fee"], "1000000000000000000");
+    let (code, out, _) = run(args(&[]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("fee              1 EDG") && out.contains("DISPUTED"),
+        "{out}"
+    );
+    let (code, _, _) = dedge(&["lease", "invoice", "0x1234"], &[]);
+    assert_eq!(code, 2);
+}
