@@ -257,6 +257,11 @@ pub fn save(path: &Path, signer: &Signer, passphrase: &[u8]) -> Result<(), Error
 /// The passphrase: from `file` if given (trailing newline dropped), else
 /// from `DEDGE_PASSPHRASE`. Never from the board file.
 pub fn passphrase(file: Option<&Path>) -> Result<Vec<u8>, Error> {
+    passphrase_from(file, "DEDGE_PASSPHRASE")
+}
+
+/// As [`passphrase`], with the environment variable named.
+pub fn passphrase_from(file: Option<&Path>, env: &str) -> Result<Vec<u8>, Error> {
     if let Some(path) = file {
         let mut bytes = std::fs::read(path).map_err(|e| {
             bad(format!(
@@ -269,9 +274,13 @@ pub fn passphrase(file: Option<&Path>) -> Result<Vec<u8>, Error> {
         }
         return Ok(bytes);
     }
-    std::env::var_os("DEDGE_PASSPHRASE")
+    std::env::var_os(env)
         .map(std::os::unix::ffi::OsStringExt::into_vec)
-        .ok_or_else(|| bad("no passphrase: set a passphrase file or DEDGE_PASSPHRASE"))
+        .ok_or_else(|| {
+            bad(format!(
+                "no passphrase: give a passphrase file or set {env}"
+            ))
+        })
 }
 
 #[cfg(test)]

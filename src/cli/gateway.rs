@@ -68,13 +68,9 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
         "register" => {
             let key = operator_key
                 .ok_or_else(|| Error::Usage("register needs --operator-key FILE".into()))?;
-            let pass = match operator_pass {
-                Some(p) => keystore::passphrase(Some(&p)),
-                None => std::env::var_os("DEDGE_OPERATOR_PASSPHRASE")
-                    .map(|v| std::os::unix::ffi::OsStringExt::into_vec(v))
-                    .ok_or_else(|| crate::chain::Error::Keystore("no operator passphrase: --operator-passphrase-file or DEDGE_OPERATOR_PASSPHRASE".into())),
-            }
-            .map_err(|e| Error::Config(e.to_string()))?;
+            let pass =
+                keystore::passphrase_from(operator_pass.as_deref(), "DEDGE_OPERATOR_PASSPHRASE")
+                    .map_err(|e| Error::Config(e.to_string()))?;
             let operator = keystore::load(&key, &pass).map_err(|e| Error::Config(e.to_string()))?;
             let tx = TxSender::new(
                 &chain.rpc,
