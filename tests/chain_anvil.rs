@@ -547,3 +547,66 @@ fn logs_are_verified_against_the_receipts_root() {
     let err = dedge::chain::verify::log(&w.rpc, &forged).unwrap_err();
     assert!(err.to_string().contains("forged"), "{err}");
 }
+
+/// Blocking calls run off the executor: many concurrent async calls complete
+/// on a single-threaded smol executor.
+#[test]
+fn async_calls_do_not_block_the_executor() {
+    let anvil = Anvil::start();
+    let rpc = std::sync::Arc::new(anvil.rpc());
+    let ids: Vec<alloy_primitives::U64> = smol::block_on(async {
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let rpc = rpc.clone();
+                smol::spawn(async move {
+                    rpc.call_async::<alloy_primitives::U64>("eth_chainId", json!([]))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await);
+        }
+        out
+    });
+    assert!(ids.iter().all(|id| id.to::<u64>() == anvil.chain_id));
+}
+
+/// The buyer's uncooperative close from Rust: start, the gateway claims a
+/// newer proof during the challenge, settle after it.
+#[test]
+fn uncooperative_close_from_rust() {
+    use dedge::channel::{Sender, onchain};
+    let w = World::new();
+    let (buyer, gateway) = (signer(1), signer(2));
+    w.fund(buyer.address(), 100);
+    let b = w.sender(&buyer);
+    let g = w.sender(&gateway);
+    let info = onchain::open(&b, &w.d, gateway.address(), U256::from(10 * EDG)).unwrap();
+    let pay = Sender::new(
+        Store::temporary().unwrap(),
+        w.anvil.chain_id,
+        w.d.channels,
+        signer(1),
+    )
+    .unwrap();
+    pay.open(info).unwrap();
+    let lease = keccak256("l");
+    let proof = pay.pay(info.id, lease, U256::from(4 * EDG)).unwrap();
+    onchain::start_close(&b, &w.d, info.id, U256::from(EDG)).unwrap(); // states less than it signed
+    onchain::claim(&g, &w.d, &proof).unwrap();
+    let err = onchain::settle(&b, &w.d, info.id).unwrap_err();
+    assert!(err.to_string().contains("TooEarly"), "{err}");
+    let _: serde_json::Value = w.rpc.call("evm_increaseTime", json!([86_400])).unwrap();
+    let _: serde_json::Value = w.rpc.call("evm_mine", json!([])).unwrap();
+    let gw0 = w.balance(gateway.address());
+    onchain::settle(&b, &w.d, info.id).unwrap();
+    assert_eq!(
+        w.balance(gateway.address()),
+        gw0,
+        "nothing more: the newer proof was already paid"
+    );
+    assert_eq!(w.balance(gateway.address()), U256::from(4 * EDG));
+}
