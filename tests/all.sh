@@ -26,6 +26,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo test --locked
 
+step "the README's main job: tests/demo.sh"
+tests/demo.sh
+
 step "cross builds + unit tests under qemu"
 cross/build.sh all
 
