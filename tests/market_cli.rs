@@ -49,16 +49,14 @@ fn board_for(anvil: &Anvil, dir: &Path) -> PathBuf {
     path
 }
 
-#[test]
-fn register_advertise_and_list_a_gateway() {
-    let anvil = Anvil::start();
-    let d = anvil.deploy();
-    let dir = tempfile::tempdir().unwrap();
-    let board = board_for(&anvil, dir.path());
-    let board = board.to_str().unwrap();
-    let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
-    let deployment = deployment.to_str().unwrap();
-
+/// A fresh gateway key on the board, funded, bound to anvil's account 3
+/// and advertised, all through the binary. Returns the gateway's address.
+fn gateway_on_market(
+    anvil: &Anvil,
+    d: &dedge::chain::Deployment,
+    dir: &Path,
+    board: &str,
+) -> String {
     let (code, gw_addr, err) = dedge(&["key", "new", "--board", board], &[]);
     assert_eq!(code, 0, "{err}");
     let gw_addr = gw_addr.trim().to_string();
@@ -80,19 +78,21 @@ fn register_advertise_and_list_a_gateway() {
         &deployer,
         anvil.chain_id,
         store.tree("n").unwrap(),
-        policy.clone(),
+        policy,
     );
-    dep.execute(
-        d.token,
-        &IEDGToken::transferCall {
-            to: gw_addr.parse().unwrap(),
-            value: U256::from(100u128 * 10u128.pow(18)),
-        },
-    )
-    .unwrap();
+    for to in [gw_addr.parse().unwrap(), signer(1).address()] {
+        dep.execute(
+            d.token,
+            &IEDGToken::transferCall {
+                to,
+                value: U256::from(100u128 * 10u128.pow(18)),
+            },
+        )
+        .unwrap();
+    }
 
     // The operator's key file: anvil's account 3.
-    let op_key = dir.path().join("operator.json");
+    let op_key = dir.join("operator.json");
     keystore::save(&op_key, &signer(3), b"op-pass").unwrap();
     let (code, out, err) = dedge(
         &[
@@ -114,6 +114,19 @@ fn register_advertise_and_list_a_gateway() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("advertised at 127.0.0.1:7300"), "{out}");
+    gw_addr
+}
+
+#[test]
+fn register_advertise_and_list_a_gateway() {
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let dir = tempfile::tempdir().unwrap();
+    let board = board_for(&anvil, dir.path());
+    let board = board.to_str().unwrap();
+    let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
+    let deployment = deployment.to_str().unwrap();
+    let gw_addr = gateway_on_market(&anvil, &d, dir.path(), board);
 
     let ls = |extra: &[&str]| -> Vec<Value> {
         let mut args = vec![
@@ -253,4 +266,147 @@ fn invoice_of_a_settled_lease() {
     );
     let (code, _, _) = dedge(&["lease", "invoice", "0x1234"], &[]);
     assert_eq!(code, 2);
+}
+
+/// The market steps of a lease, one command each, buyer and gateway.
+#[test]
+fn a_lease_step_by_step_from_the_command_line() {
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let dir = tempfile::tempdir().unwrap();
+    let board = board_for(&anvil, dir.path());
+    let board = board.to_str().unwrap();
+    let gw = gateway_on_market(&anvil, &d, dir.path(), board);
+    let buyer_key = dir.path().join("buyer.json");
+    keystore::save(&buyer_key, &signer(1), b"buyer-pass").unwrap();
+    let buyer_key = buyer_key.to_str().unwrap();
+    let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
+    let chain = [
+        "--rpc",
+        anvil.url.as_str(),
+        "--deployment",
+        deployment.to_str().unwrap(),
+    ];
+    let buyer_env = [("DEDGE_PASSPHRASE", "buyer-pass")];
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = args.to_vec();
+        if !args.contains(&"--board") {
+            all.extend_from_slice(&chain);
+        }
+        dedge(&all, env)
+    };
+
+    let (code, out, err) = run(
+        &[
+            "lease",
+            "propose",
+            "--gateway",
+            &gw,
+            "--image",
+            "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "64M",
+            "--device",
+            "Random-Integer-Device:Int8",
+            "--key",
+            buyer_key,
+            "--json",
+        ],
+        &buyer_env,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let lease = v["lease"].as_str().unwrap().to_string();
+    // 0.5 core x 0.0001 + 1/16 GiB x 0.00005 + 1 device x 0.00001 EDG/s
+    assert_eq!(v["offer"]["pricePerSecond"], "63125000000000");
+    assert_eq!(v["offer"]["memoryBytes"], 64 << 20);
+
+    let state = |run: &dyn Fn(&[&str], &[(&str, &str)]) -> (i32, String, String)| {
+        let (code, out, err) = run(&["lease", "show", &lease, "--json"], &[]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state(&run), "proposed");
+    let (code, _, err) = run(&["lease", "accept", &lease, "--board", board], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(state(&run), "accepted");
+    let (code, _, err) = run(&["lease", "fee", &lease, "--key", buyer_key], &buyer_env);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(state(&run), "active");
+    let (code, _, err) = run(
+        &[
+            "lease",
+            "terminate",
+            &lease,
+            "--paid",
+            "0.5",
+            "--key",
+            buyer_key,
+        ],
+        &buyer_env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(state(&run), "terminating");
+    let (code, _, err) = run(
+        &[
+            "lease",
+            "terminate",
+            &lease,
+            "--paid",
+            "0.5",
+            "--board",
+            board,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(&["lease", "invoice", &lease, "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let inv: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(inv["buyer_reported"], "0.5 EDG");
+    assert_eq!(inv["disputed"], false);
+
+    // Bad input is a usage error, named.
+    let (code, _, err) = run(
+        &[
+            "lease",
+            "propose",
+            "--gateway",
+            &gw,
+            "--image",
+            "x",
+            "--device",
+            "Nope:X",
+            "--key",
+            buyer_key,
+        ],
+        &buyer_env,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("does not sell"), "{err}");
+    let (code, _, err) = run(
+        &[
+            "lease",
+            "propose",
+            "--gateway",
+            &gw,
+            "--image",
+            "x",
+            "--cpus",
+            "9",
+            "--key",
+            buyer_key,
+        ],
+        &buyer_env,
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("sells up to 1"), "{err}");
+    let (code, _, err) = run(&["lease", "fee", &lease, "--key", buyer_key], &buyer_env);
+    assert_eq!(code, 1, "fee on a settled lease reverts");
+    assert!(err.contains("WrongState"), "{err}");
 }
