@@ -323,7 +323,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     assert_eq!(v["offer"]["pricePerSecond"], "63125000000000");
     assert_eq!(v["offer"]["memoryBytes"], 64 << 20);
 
-    let state = |run: &dyn Fn(&[&str], &[(&str, &str)]) -> (i32, String, String)| {
+    let state = || {
         let (code, out, err) = run(&["lease", "show", &lease, "--json"], &[]);
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()["state"]
@@ -331,13 +331,13 @@ fn a_lease_step_by_step_from_the_command_line() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(state(&run), "proposed");
+    assert_eq!(state(), "proposed");
     let (code, _, err) = run(&["lease", "accept", &lease, "--board", board], &[]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(state(&run), "accepted");
+    assert_eq!(state(), "accepted");
     let (code, _, err) = run(&["lease", "fee", &lease, "--key", buyer_key], &buyer_env);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(state(&run), "active");
+    assert_eq!(state(), "active");
     let (code, _, err) = run(
         &[
             "lease",
@@ -351,7 +351,7 @@ fn a_lease_step_by_step_from_the_command_line() {
         &buyer_env,
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(state(&run), "terminating");
+    assert_eq!(state(), "terminating");
     let (code, _, err) = run(
         &[
             "lease",
