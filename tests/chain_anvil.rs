@@ -19,13 +19,7 @@ use serde_json::json;
 const EDG: u128 = 1_000_000_000_000_000_000;
 
 fn fast() -> TxPolicy {
-    TxPolicy {
-        gas_margin_percent: 20,
-        bump_after: Duration::from_secs(5),
-        max_bumps: 3,
-        poll: Duration::from_millis(20),
-        confirmations: 1,
-    }
+    common::policy()
 }
 
 struct World {

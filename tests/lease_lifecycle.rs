@@ -8,24 +8,17 @@ mod common;
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256, Uint};
+use common::policy;
 use common::{Anvil, signer};
 use dedge::board::BoardFile;
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::eip712::Offer;
-use dedge::chain::tx::{TxPolicy, TxSender, view};
+use dedge::chain::tx::{TxSender, view};
 use dedge::channel::{Receiver, Sender, onchain};
 use dedge::market::{self, Capabilities};
 use dedge::store::Store;
 
 const EDG: u128 = 1_000_000_000_000_000_000;
-
-fn policy() -> TxPolicy {
-    TxPolicy {
-        poll: Duration::from_millis(20),
-        confirmations: 1,
-        ..TxPolicy::default()
-    }
-}
 
 fn balance(rpc: &dedge::chain::Rpc, token: Address, who: Address) -> U256 {
     view(rpc, token, &IEDGToken::balanceOfCall { account: who }).unwrap()

@@ -6,13 +6,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use alloy_primitives::{U256, Uint};
 use common::{Anvil, signer};
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::keystore;
-use dedge::chain::tx::{TxPolicy, TxSender};
+use dedge::chain::tx::TxSender;
 use dedge::market;
 use dedge::store::Store;
 use serde_json::{Value, json};
@@ -68,11 +67,7 @@ fn gateway_on_market(
         .unwrap();
     let deployer = signer(0);
     let store = Store::temporary().unwrap();
-    let policy = TxPolicy {
-        poll: Duration::from_millis(20),
-        confirmations: 1,
-        ..TxPolicy::default()
-    };
+    let policy = common::policy();
     let dep = TxSender::new(
         &rpc,
         &deployer,
@@ -186,11 +181,7 @@ fn invoice_of_a_settled_lease() {
     let d = anvil.deploy();
     let rpc = anvil.rpc();
     let store = Store::temporary().unwrap();
-    let policy = TxPolicy {
-        poll: Duration::from_millis(20),
-        confirmations: 1,
-        ..TxPolicy::default()
-    };
+    let policy = common::policy();
     let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
     let tx = |s| {
         TxSender::new(

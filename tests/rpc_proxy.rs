@@ -14,7 +14,7 @@ use common::{Anvil, signer};
 use dedge::chain::bindings::IRegistry;
 use dedge::chain::events::{Filter, Follower, Update};
 use dedge::chain::rpc::RpcConfig;
-use dedge::chain::tx::{TxPolicy, TxSender};
+use dedge::chain::tx::TxSender;
 use dedge::chain::{Error, Rpc};
 use dedge::store::Store;
 
@@ -158,11 +158,7 @@ fn a_forged_log_is_rejected() {
         &op,
         anvil.chain_id,
         store.tree("nonces").unwrap(),
-        TxPolicy {
-            poll: Duration::from_millis(20),
-            confirmations: 1,
-            ..TxPolicy::default()
-        },
+        common::policy(),
     );
     // A registry event to forge: the gateway's registration.
     let gw = signer(2);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dedge::chain::rpc::RpcConfig;
+use dedge::chain::tx::TxPolicy;
 use dedge::chain::{Deployment, Rpc, Signer};
 
 /// anvil's well-known dev keys (accounts 0-4).
@@ -23,6 +24,17 @@ pub const KEYS: [&str; 5] = [
 
 pub fn signer(i: usize) -> Signer {
     Signer::from_bytes(&alloy_primitives::hex::decode(KEYS[i]).unwrap()).unwrap()
+}
+
+/// Transactions for tests: anvil mines at once, so poll fast, one confirmation.
+pub fn policy() -> TxPolicy {
+    TxPolicy {
+        poll: Duration::from_millis(20),
+        confirmations: 1,
+        bump_after: Duration::from_secs(5),
+        max_bumps: 3,
+        ..TxPolicy::default()
+    }
 }
 
 pub fn repo() -> PathBuf {
@@ -57,10 +69,21 @@ impl Anvil {
     }
 
     pub fn start_with(extra: &[&str]) -> Anvil {
+        // The port is free when picked but another test's anvil may take it
+        // first: then ours exits, or the chain id that answers is not ours.
+        for _ in 0..5 {
+            if let Some(anvil) = Anvil::try_start(extra) {
+                return anvil;
+            }
+        }
+        panic!("anvil did not come up on a free port in 5 tries");
+    }
+
+    fn try_start(extra: &[&str]) -> Option<Anvil> {
         let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
+            .ok()?
             .local_addr()
-            .unwrap()
+            .ok()?
             .port();
         let chain_id = fresh_chain_id();
         let child = Command::new(tool("anvil"))
@@ -77,18 +100,22 @@ impl Anvil {
             .spawn()
             .expect("start anvil");
         let url = format!("http://127.0.0.1:{port}");
-        let anvil = Anvil {
+        let mut anvil = Anvil {
             child,
             url,
             chain_id,
         };
         let rpc = anvil.rpc();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while rpc.chain_id().is_err() {
-            assert!(Instant::now() < deadline, "anvil did not come up");
+        loop {
+            if let Ok(id) = rpc.chain_id() {
+                return (id == chain_id).then_some(anvil);
+            }
+            if anvil.child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        anvil
     }
 
     pub fn rpc(&self) -> Rpc {
