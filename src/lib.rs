@@ -8,5 +8,6 @@ pub mod channel;
 pub mod cli;
 pub mod logger;
 pub mod market;
+pub mod runtime;
 pub mod store;
 pub mod units;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine (as root or
-# with sudo): Rust components, what the cross builds need, and the contracts'
-# toolchain (forge, anvil, cast, solc, OpenZeppelin) from npm. Idempotent.
+# with sudo): Rust components, what the cross builds need, the contracts'
+# toolchain (forge, anvil, cast, solc, OpenZeppelin) from npm, and the image
+# tools the runtime tests use. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,5 +16,17 @@ command -v npm >/dev/null || { echo "setup: node and npm are required" >&2; exit
 rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 cross/install-deps.sh
+
+# Real image tools for the runtime tests: umoci builds OCI layouts, skopeo
+# converts them, busybox-static is the payload.
+need=()
+command -v umoci >/dev/null || need+=(umoci)
+command -v skopeo >/dev/null || need+=(skopeo)
+[ -x /bin/busybox ] || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"
