@@ -281,16 +281,7 @@ fn reverts_come_back_with_their_reason() {
     w.register_gateway();
     let buyer = signer(1);
     let b = w.sender(&buyer);
-    let lease = keccak256("x");
-    b.execute(
-        w.d.market,
-        &IMarket::proposeOfferCall {
-            offerHash: lease,
-            gateway: signer(2).address(),
-            expiry: alloy_primitives::Uint::from(u32::MAX),
-        },
-    )
-    .unwrap();
+    let lease = dedge::market::propose(&b, &w.d, &offer(buyer.address(), signer(2).address())).unwrap();
     // The buyer is not the gateway: acceptOffer reverts at estimation.
     let err = b
         .execute(w.d.market, &IMarket::acceptOfferCall { offerHash: lease })
@@ -460,17 +451,7 @@ fn reorg_undoes_an_acceptance_and_the_follower_follows() {
     let w = World::new();
     w.register_gateway();
     let (buyer, gateway) = (signer(1), signer(2));
-    let lease = keccak256("reorged lease");
-    w.sender(&buyer)
-        .execute(
-            w.d.market,
-            &IMarket::proposeOfferCall {
-                offerHash: lease,
-                gateway: gateway.address(),
-                expiry: alloy_primitives::Uint::from(u32::MAX),
-            },
-        )
-        .unwrap();
+    let lease = dedge::market::propose(&w.sender(&buyer), &w.d, &offer(buyer.address(), gateway.address())).unwrap();
     let f = market_follower(&w, 0).with_max_range(3);
     drain(&f, &w.rpc).unwrap();
     let snapshot: U256 = w.rpc.call("evm_snapshot", json!([])).unwrap();
@@ -518,16 +499,7 @@ fn logs_are_verified_against_the_receipts_root() {
     let w = World::new();
     w.register_gateway();
     let buyer = signer(1);
-    w.sender(&buyer)
-        .execute(
-            w.d.market,
-            &IMarket::proposeOfferCall {
-                offerHash: keccak256("v"),
-                gateway: signer(2).address(),
-                expiry: alloy_primitives::Uint::from(u32::MAX),
-            },
-        )
-        .unwrap();
+    dedge::market::propose(&w.sender(&buyer), &w.d, &offer(buyer.address(), signer(2).address())).unwrap();
     let logs = drain(&market_follower(&w, 0), &w.rpc).unwrap();
     let proposed = logs
         .iter()

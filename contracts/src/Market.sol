@@ -12,15 +12,16 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Registry} from "./Registry.sol";
 
 /// @title dEdge market: offers, leases, fee escrow, termination, invoices
-/// @notice The paper's contract steps. The buyer writes its offer's hash on
-/// chain; the gateway accepts the same hash and the two are *in contract*;
+/// @notice The paper's contract steps. The buyer writes its offer on chain
+/// (the lease is keyed by the offer's EIP-712 hash); the gateway accepts the same hash and the two are *in contract*;
 /// the buyer escrows the platform fee (`dedge_fee`), and only then is the
 /// lease valid; at the end both call `termination` and the contract emits the
 /// invoice and moves the fee to the treasury, once.
 ///
-/// The offer itself (resources, price, duration, image) is EIP-712 data the
-/// two parties exchange off chain; the chain holds only its hash, so a lease
-/// costs O(1) transactions however many payments flow through its channel.
+/// The offer (resources, price, duration, image) is EIP-712 data the buyer
+/// signs and sends the gateway; on chain it is hashed, never stored: the
+/// chain keeps its hash, so a lease costs O(1) transactions and storage
+/// however many payments flow through its channel.
 ///
 /// Fee rule: a flat `leaseFee` per lease, snapshotted when deposited, owner-
 /// settable up to MAX_LEASE_FEE. Reported amounts: each side reports what
@@ -149,17 +150,21 @@ contract Market is Ownable2Step, ReentrancyGuardTransient, EIP712 {
         leaseFee = leaseFee_;
     }
 
-    /// @notice Buyer writes the hash of its signed offer to `gateway`.
-    function proposeOffer(bytes32 offerHash, address gateway, uint40 expiry) external {
+    /// @notice The buyer writes its offer on chain; the lease is keyed by the
+    /// offer's EIP-712 hash. The hash is computed here from the offer, which
+    /// names the buyer: nobody else can take a buyer's lease id first.
+    function proposeOffer(Offer calldata offer) external returns (bytes32 offerHash) {
+        if (offer.buyer != msg.sender) revert NotBuyer(bytes32(0), msg.sender);
+        offerHash = _hashOffer(offer);
         Lease storage l = _leases[offerHash];
         if (l.state != State.None) revert OfferExists(offerHash);
-        if (registry.operatorOf(gateway) == address(0)) revert NotRegistered(gateway);
-        if (expiry <= block.timestamp) revert BadExpiry(expiry);
+        if (registry.operatorOf(offer.gateway) == address(0)) revert NotRegistered(offer.gateway);
+        if (offer.expiry <= block.timestamp) revert BadExpiry(offer.expiry);
         l.buyer = msg.sender;
-        l.offerExpiry = expiry;
+        l.offerExpiry = offer.expiry;
         l.state = State.Proposed;
-        l.gateway = gateway;
-        emit OfferProposed(offerHash, msg.sender, gateway, expiry);
+        l.gateway = offer.gateway;
+        emit OfferProposed(offerHash, msg.sender, offer.gateway, offer.expiry);
     }
 
     /// @notice The gateway writes the same hash: buyer and seller are in
@@ -287,6 +292,10 @@ contract Market is Ownable2Step, ReentrancyGuardTransient, EIP712 {
 
     /// @notice The EIP-712 digest of an offer: the lease id both parties use.
     function hashOffer(Offer calldata o) external view returns (bytes32) {
+        return _hashOffer(o);
+    }
+
+    function _hashOffer(Offer calldata o) private view returns (bytes32) {
         bytes32[] memory deviceHashes = new bytes32[](o.devices.length);
         for (uint256 i; i < o.devices.length; ++i) {
             deviceHashes[i] = keccak256(bytes(o.devices[i]));

@@ -50,6 +50,8 @@ contract Registry is Ownable2Step, EIP712 {
 
     mapping(address gateway => Gateway) private _gateways;
     mapping(address gateway => address) public pendingOperator;
+    /// Revoked gateway keys stay revoked: a leaked key cannot be bound again.
+    mapping(address gateway => bool) public revoked;
     mapping(address gateway => Advert) private _adverts;
     /// Gateways with an advert, live or expired-but-unpruned: the list the
     /// `liveAdverts` view pages through.
@@ -76,6 +78,7 @@ contract Registry is Ownable2Step, EIP712 {
 
     error ZeroAddress();
     error AlreadyRegistered(address gateway);
+    error Revoked(address gateway);
     error NotRegistered(address gateway);
     error NotOperator(address gateway, address caller);
     error NotPendingOperator(address gateway, address caller);
@@ -106,6 +109,7 @@ contract Registry is Ownable2Step, EIP712 {
     function registerGateway(address gateway, uint256 deadline, bytes calldata signature) external {
         Gateway storage g = _gateways[gateway];
         if (g.operator != address(0)) revert AlreadyRegistered(gateway);
+        if (revoked[gateway]) revert Revoked(gateway);
         if (block.timestamp > deadline) revert SignatureExpired(deadline);
         bytes32 digest =
             _hashTypedDataV4(keccak256(abi.encode(BINDING_TYPEHASH, gateway, msg.sender, g.bindingNonce, deadline)));
@@ -132,9 +136,12 @@ contract Registry is Ownable2Step, EIP712 {
         emit GatewayTransferred(gateway, from, msg.sender);
     }
 
-    /// @notice Unbinds a gateway (a retired or compromised device) and drops its advert.
+    /// @notice Unbinds a gateway for good (a retired or compromised device)
+    /// and drops its advert. The key can never be registered again; a
+    /// device that returns to service gets a new key.
     function revokeGateway(address gateway) external onlyOperator(gateway) {
         _gateways[gateway].operator = address(0);
+        revoked[gateway] = true;
         delete pendingOperator[gateway];
         _dropAdvert(gateway);
         emit GatewayRevoked(gateway, msg.sender);

@@ -112,9 +112,13 @@ contract Handler is Test {
 
     function propose(uint256 seed, bool fund) external {
         (, address b) = _buyer(seed);
-        bytes32 id = keccak256(abi.encode("lease", leaseIds.length));
+        Market.Offer memory o;
+        o.buyer = b;
+        o.gateway = _gateway(seed >> 8);
+        o.expiry = uint40(block.timestamp + 1 hours);
+        o.nonce = uint64(leaseIds.length);
         vm.prank(b);
-        market.proposeOffer(id, _gateway(seed >> 8), uint40(block.timestamp + 1 hours));
+        bytes32 id = market.proposeOffer(o);
         leaseIds.push(id);
         if (fund) {
             vm.prank(b);

@@ -8,7 +8,7 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 
 contract MarketTest is Fixture {
-    bytes32 internal constant LEASE = keccak256("offer-1");
+    bytes32 internal LEASE;
 
     function setUp() public override {
         super.setUp();
@@ -17,9 +17,9 @@ contract MarketTest is Fixture {
         token.approve(address(market), type(uint256).max);
     }
 
-    function propose(bytes32 id) internal {
+    function propose(uint64 nonce) internal returns (bytes32) {
         vm.prank(buyer);
-        market.proposeOffer(id, gateway, uint40(block.timestamp + 1 hours));
+        return market.proposeOffer(offerFor(nonce));
     }
 
     function state(bytes32 id) internal view returns (Market.State) {
@@ -65,7 +65,7 @@ contract MarketTest is Fixture {
     // ---- propose ----
 
     function test_propose_records_offer() public {
-        propose(LEASE);
+        LEASE = propose(1);
         Market.Lease memory l = market.leaseOf(LEASE);
         assertEq(l.buyer, buyer, "buyer");
         assertEq(l.gateway, gateway, "gateway");
@@ -73,22 +73,39 @@ contract MarketTest is Fixture {
     }
 
     function test_propose_reverts() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(buyer);
         vm.expectRevert(abi.encodeWithSelector(Market.OfferExists.selector, LEASE));
-        market.proposeOffer(LEASE, gateway, uint40(block.timestamp + 1));
+        market.proposeOffer(offerFor(1));
+        Market.Offer memory o = offerFor(2);
+        o.gateway = stranger;
         vm.prank(buyer);
         vm.expectRevert(abi.encodeWithSelector(Market.NotRegistered.selector, stranger));
-        market.proposeOffer(keccak256("x"), stranger, uint40(block.timestamp + 1));
+        market.proposeOffer(o);
+        o = offerFor(3);
+        o.expiry = uint40(block.timestamp);
         vm.prank(buyer);
         vm.expectRevert(abi.encodeWithSelector(Market.BadExpiry.selector, block.timestamp));
-        market.proposeOffer(keccak256("x"), gateway, uint40(block.timestamp));
+        market.proposeOffer(o);
+    }
+
+    /// Nobody can take a buyer's lease id first: the offer names its buyer
+    /// and only that buyer can propose it.
+    function test_someone_else_cannot_squat_an_offer() public {
+        Market.Offer memory o = offerFor(1);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(Market.NotBuyer.selector, bytes32(0), stranger));
+        market.proposeOffer(o);
+        vm.prank(buyer);
+        bytes32 id = market.proposeOffer(o);
+        assertEq(id, market.hashOffer(o), "the lease id is the offer's hash");
+        assertEq(market.leaseOf(id).buyer, buyer, "the buyer's lease");
     }
 
     // ---- accept and fee ----
 
     function test_accept_then_fee_starts_lease() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(gateway);
         market.acceptOffer(LEASE);
         assertTrue(state(LEASE) == Market.State.Accepted, "accepted, not valid yet");
@@ -102,7 +119,7 @@ contract MarketTest is Fixture {
     }
 
     function test_prefunded_offer_starts_at_acceptance() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(buyer);
         market.depositFee(LEASE);
         assertTrue(state(LEASE) == Market.State.Proposed, "funded offer still proposed");
@@ -114,7 +131,7 @@ contract MarketTest is Fixture {
     function test_fee_with_permit_in_one_transaction() public {
         vm.prank(buyer);
         token.approve(address(market), 0);
-        propose(LEASE);
+        LEASE = propose(1);
         (uint8 v, bytes32 r, bytes32 s) = permit(BUYER_KEY, address(market), LEASE_FEE, block.timestamp + 1);
         vm.prank(buyer);
         market.depositFeeWithPermit(LEASE, block.timestamp + 1, v, r, s);
@@ -125,7 +142,7 @@ contract MarketTest is Fixture {
         vm.prank(gateway);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongState.selector, LEASE, Market.State.None));
         market.acceptOffer(LEASE);
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotGateway.selector, LEASE, stranger));
         market.acceptOffer(LEASE);
@@ -137,7 +154,7 @@ contract MarketTest is Fixture {
     }
 
     function test_revoked_gateway_cannot_accept() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(operator);
         registry.revokeGateway(gateway);
         vm.prank(gateway);
@@ -146,7 +163,7 @@ contract MarketTest is Fixture {
     }
 
     function test_deposit_fee_reverts() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotBuyer.selector, LEASE, stranger));
         market.depositFee(LEASE);
@@ -165,7 +182,7 @@ contract MarketTest is Fixture {
     // ---- cancel ----
 
     function test_cancel_prefunded_offer_refunds() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(buyer);
         market.depositFee(LEASE);
         uint256 before = token.balanceOf(buyer);
@@ -177,7 +194,7 @@ contract MarketTest is Fixture {
     }
 
     function test_cancel_rules() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(gateway);
         vm.expectRevert(abi.encodeWithSelector(Market.NotBuyer.selector, LEASE, gateway));
         market.cancel(LEASE);
@@ -197,7 +214,7 @@ contract MarketTest is Fixture {
     }
 
     function test_buyer_cancels_accepted_unfunded() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(gateway);
         market.acceptOffer(LEASE);
         vm.prank(buyer);
@@ -206,7 +223,7 @@ contract MarketTest is Fixture {
     }
 
     function test_active_lease_cannot_be_cancelled() public {
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.prank(buyer);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongState.selector, LEASE, Market.State.Active));
         market.cancel(LEASE);
@@ -215,7 +232,7 @@ contract MarketTest is Fixture {
     // ---- termination ----
 
     function test_both_terminate_emits_invoice_and_collects_fee_once() public {
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.warp(block.timestamp + 3600);
         uint256 before = token.balanceOf(treasury);
         vm.prank(buyer);
@@ -238,7 +255,7 @@ contract MarketTest is Fixture {
     }
 
     function test_disagreement_is_flagged_not_arbitrated() public {
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.prank(gateway);
         market.terminate(LEASE, 100 ether);
         vm.prank(buyer);
@@ -251,19 +268,18 @@ contract MarketTest is Fixture {
     }
 
     function test_operator_terminates_for_a_dead_gateway() public {
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.prank(operator);
         market.terminate(LEASE, 5);
         assertEq(market.leaseOf(LEASE).sellerReported, 5, "operator spoke for the seller");
     }
 
     function test_terminate_reverts() public {
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(buyer);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongState.selector, LEASE, Market.State.Proposed));
         market.terminate(LEASE, 0);
-        bytes32 other = keccak256("offer-2");
-        activeLease(other);
+        bytes32 other = activeLease(2);
         vm.prank(stranger);
         vm.expectRevert(abi.encodeWithSelector(Market.NotParty.selector, other, stranger));
         market.terminate(other, 0);
@@ -275,7 +291,7 @@ contract MarketTest is Fixture {
     }
 
     function test_abandoned_lease_finalizes_after_timeout() public {
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.expectRevert(abi.encodeWithSelector(Market.WrongState.selector, LEASE, Market.State.Active));
         market.finalize(LEASE);
         vm.prank(buyer);
@@ -304,7 +320,7 @@ contract MarketTest is Fixture {
         market.setLeaseFee(fee);
         uint256 buyer0 = token.balanceOf(buyer);
         uint256 treasury0 = token.balanceOf(treasury);
-        propose(LEASE);
+        LEASE = propose(1);
         vm.prank(buyer);
         market.depositFee(LEASE);
         assertEq(token.balanceOf(address(market)), fee, "escrowed");
@@ -330,7 +346,7 @@ contract MarketTest is Fixture {
     /// A fee change after deposit does not touch the escrowed amount.
     function testFuzz_fee_is_snapshotted(uint256 newFee) public {
         newFee = bound(newFee, 0, market.MAX_LEASE_FEE());
-        activeLease(LEASE);
+        LEASE = activeLease(1);
         vm.prank(owner);
         market.setLeaseFee(newFee);
         uint256 before = token.balanceOf(treasury);

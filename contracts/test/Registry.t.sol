@@ -103,8 +103,21 @@ contract RegistryTest is Fixture {
         vm.prank(operator);
         registry.revokeGateway(gateway);
         vm.prank(operator);
-        vm.expectRevert(); // the nonce moved: the old consent no longer recovers to the gateway
+        vm.expectRevert(abi.encodeWithSelector(Registry.Revoked.selector, gateway));
         registry.registerGateway(gateway, deadline, s);
+        // Even with a fresh consent from the (leaked) key: revoked is final.
+        bytes memory fresh = bindingSig(GATEWAY_KEY, stranger, deadline);
+        vm.prank(stranger);
+        vm.expectRevert(abi.encodeWithSelector(Registry.Revoked.selector, gateway));
+        registry.registerGateway(gateway, deadline, fresh);
+    }
+
+    function test_consent_cannot_be_replayed_after_a_transfer() public {
+        uint256 deadline = block.timestamp + 1 hours;
+        bytes memory s = bindingSig(GATEWAY_KEY, operator, deadline);
+        vm.prank(operator);
+        registry.registerGateway(gateway, deadline, s);
+        assertEq(registry.bindingNonce(gateway), 1, "consents are good once");
     }
 
     function test_consent_is_bound_to_this_registry() public {

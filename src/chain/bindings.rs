@@ -45,6 +45,7 @@ mod generated {
             function renew(address gateway, uint40 expiry) external;
             function withdraw(address gateway) external;
             function operatorOf(address gateway) external view returns (address);
+            function revoked(address gateway) external view returns (bool);
             function bindingNonce(address gateway) external view returns (uint256);
             function advertOf(address gateway) external view returns (Advert memory);
             function isLive(address gateway) external view returns (bool);
@@ -59,6 +60,7 @@ mod generated {
             event AdvertWithdrawn(address indexed gateway);
             error ZeroAddress();
             error AlreadyRegistered(address gateway);
+            error Revoked(address gateway);
             error NotRegistered(address gateway);
             error NotOperator(address gateway, address caller);
             error NotPendingOperator(address gateway, address caller);
@@ -100,7 +102,7 @@ mod generated {
                 uint96 buyerReported;
                 uint96 sellerReported;
             }
-            function proposeOffer(bytes32 offerHash, address gateway, uint40 expiry) external;
+            function proposeOffer(Offer offer) external returns (bytes32 offerHash);
             function acceptOffer(bytes32 offerHash) external;
             function depositFee(bytes32 leaseId) external;
             function depositFeeWithPermit(bytes32 leaseId, uint256 deadline, uint8 v, bytes32 r, bytes32 s) external;

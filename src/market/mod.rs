@@ -178,20 +178,14 @@ pub fn live_adverts(rpc: &Rpc, d: &Deployment) -> Result<Vec<Listing>> {
     Ok(listings)
 }
 
-/// The buyer writes its offer's hash on chain; returns the lease id.
+/// The buyer writes its offer on chain; returns the lease id (the offer's
+/// EIP-712 hash, which the contract computes too).
 pub fn propose(buyer: &TxSender, d: &Deployment, offer: &eip712::Offer) -> Result<B256> {
     if offer.buyer != buyer.address() {
         return Err(Error::Invalid("the offer names another buyer".into()));
     }
     let id = eip712::offer_hash(offer, &eip712::market_domain(buyer.chain_id(), d.market));
-    buyer.execute(
-        d.market,
-        &IMarket::proposeOfferCall {
-            offerHash: id,
-            gateway: offer.gateway,
-            expiry: offer.expiry,
-        },
-    )?;
+    buyer.execute(d.market, &IMarket::proposeOfferCall { offer: offer.clone() })?;
     Ok(id)
 }
 

@@ -94,10 +94,27 @@ abstract contract Fixture is Test {
         );
     }
 
-    /// A funded, accepted lease with id `leaseId`.
-    function activeLease(bytes32 leaseId) internal {
+    /// The buyer's offer to the gateway; `nonce` tells offers apart.
+    function offerFor(uint64 nonce) internal view returns (Market.Offer memory o) {
+        o.buyer = buyer;
+        o.gateway = gateway;
+        o.cpuMillicores = 500;
+        o.memoryBytes = 64 << 20;
+        o.diskBytes = 256 << 20;
+        o.devices = new string[](1);
+        o.devices[0] = "Random-Integer-Device:Int8:r";
+        o.pricePerSecond = 1e12;
+        o.maxDuration = 3600;
+        o.paymentInterval = 30;
+        o.image = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+        o.expiry = uint40(block.timestamp + 1 hours);
+        o.nonce = nonce;
+    }
+
+    /// A funded, accepted lease; returns its id.
+    function activeLease(uint64 nonce) internal returns (bytes32 leaseId) {
         vm.startPrank(buyer);
-        market.proposeOffer(leaseId, gateway, uint40(block.timestamp + 1 hours));
+        leaseId = market.proposeOffer(offerFor(nonce));
         token.approve(address(market), type(uint256).max);
         market.depositFee(leaseId);
         vm.stopPrank();
