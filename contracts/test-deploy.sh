@@ -8,7 +8,7 @@ export PATH="$PWD/node_modules/.bin:$PATH"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 rpc="http://127.0.0.1:$port"
-anvil --port "$port" --silent &
+"$(./tool anvil)" --port "$port" --silent &
 anvil_pid=$!
 trap 'kill $anvil_pid 2>/dev/null || true' EXIT
 for _ in $(seq 50); do cast chain-id --rpc-url "$rpc" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -281,7 +281,8 @@ fn reverts_come_back_with_their_reason() {
     w.register_gateway();
     let buyer = signer(1);
     let b = w.sender(&buyer);
-    let lease = dedge::market::propose(&b, &w.d, &offer(buyer.address(), signer(2).address())).unwrap();
+    let lease =
+        dedge::market::propose(&b, &w.d, &offer(buyer.address(), signer(2).address())).unwrap();
     // The buyer is not the gateway: acceptOffer reverts at estimation.
     let err = b
         .execute(w.d.market, &IMarket::acceptOfferCall { offerHash: lease })
@@ -451,7 +452,12 @@ fn reorg_undoes_an_acceptance_and_the_follower_follows() {
     let w = World::new();
     w.register_gateway();
     let (buyer, gateway) = (signer(1), signer(2));
-    let lease = dedge::market::propose(&w.sender(&buyer), &w.d, &offer(buyer.address(), gateway.address())).unwrap();
+    let lease = dedge::market::propose(
+        &w.sender(&buyer),
+        &w.d,
+        &offer(buyer.address(), gateway.address()),
+    )
+    .unwrap();
     let f = market_follower(&w, 0).with_max_range(3);
     drain(&f, &w.rpc).unwrap();
     let snapshot: U256 = w.rpc.call("evm_snapshot", json!([])).unwrap();
@@ -499,7 +505,12 @@ fn logs_are_verified_against_the_receipts_root() {
     let w = World::new();
     w.register_gateway();
     let buyer = signer(1);
-    dedge::market::propose(&w.sender(&buyer), &w.d, &offer(buyer.address(), signer(2).address())).unwrap();
+    dedge::market::propose(
+        &w.sender(&buyer),
+        &w.d,
+        &offer(buyer.address(), signer(2).address()),
+    )
+    .unwrap();
     let logs = drain(&market_follower(&w, 0), &w.rpc).unwrap();
     let proposed = logs
         .iter()
@@ -508,6 +519,10 @@ fn logs_are_verified_against_the_receipts_root() {
     for l in &logs {
         dedge::chain::verify::log(&w.rpc, l).unwrap();
     }
+    let mut relabelled = proposed.clone();
+    relabelled.block_number = Some(alloy_primitives::U64::from(9999));
+    let err = dedge::chain::verify::log(&w.rpc, &relabelled).unwrap_err();
+    assert!(err.to_string().contains("relabelled"), "{err}");
     let mut forged = proposed.clone();
     forged.data = Bytes::from(vec![0u8; forged.data.len()]);
     let err = dedge::chain::verify::log(&w.rpc, &forged).unwrap_err();
@@ -575,4 +590,91 @@ fn uncooperative_close_from_rust() {
         "nothing more: the newer proof was already paid"
     );
     assert_eq!(w.balance(gateway.address()), U256::from(4 * EDG));
+}
+
+/// A stored nonce ahead of the node's (our last transaction left its pool):
+/// the saved transaction is re-sent, and without one the nonce is reused.
+#[test]
+fn a_nonce_gap_is_closed() {
+    use alloy_consensus::TxEip1559;
+    let w = World::new();
+    let s = signer(4);
+    let nonces = w.store.tree("nonces").unwrap();
+    // Signed but lost: nonce 0 is in our store, not in the node's pool.
+    let lost = TxEip1559 {
+        chain_id: w.anvil.chain_id,
+        nonce: 0,
+        gas_limit: 21_000,
+        max_fee_per_gas: 100_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: signer(3).address().into(),
+        value: U256::from(7),
+        ..Default::default()
+    };
+    let (raw, lost_hash) = s.sign_tx(lost).unwrap();
+    nonces.put(s.address(), &1u64).unwrap();
+    nonces
+        .put(
+            [b"pending/".as_slice(), s.address().as_slice()].concat(),
+            &(0u64, raw.to_vec()),
+        )
+        .unwrap();
+    w.sender(&s)
+        .send(signer(3).address(), Bytes::new(), U256::from(1))
+        .unwrap();
+    let lost_receipt: Option<serde_json::Value> = w
+        .rpc
+        .call("eth_getTransactionReceipt", json!([lost_hash]))
+        .unwrap();
+    assert!(
+        lost_receipt.is_some(),
+        "the lost transaction was re-sent and mined"
+    );
+
+    // No saved bytes for the gap: the node's nonce is reused.
+    let t = signer(3);
+    nonces.put(t.address(), &9u64).unwrap();
+    w.sender(&t)
+        .send(signer(4).address(), Bytes::new(), U256::from(1))
+        .unwrap();
+    let count: alloy_primitives::U64 = w
+        .rpc
+        .call("eth_getTransactionCount", json!([t.address(), "latest"]))
+        .unwrap();
+    assert_eq!(count.to::<u64>(), 1, "nonce 0 reused, no gap left behind");
+}
+
+/// A failover endpoint on another chain is never used, even when the
+/// first endpoint dies.
+#[test]
+fn failover_never_switches_chains() {
+    let right = Anvil::start();
+    let wrong = Anvil::start();
+    let rpc = Rpc::connect(
+        vec![right.url.clone(), wrong.url.clone()],
+        right.chain_id,
+        RpcConfig {
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            backoff: Duration::from_millis(5),
+        },
+    )
+    .unwrap();
+    let right_id = right.chain_id;
+    drop(right);
+    let answer = rpc.call::<alloy_primitives::U64>("eth_chainId", json!([]));
+    assert!(
+        answer.is_err(),
+        "answered {answer:?}: right is {right_id}, wrong {}",
+        wrong.chain_id
+    );
+    let err = answer.unwrap_err();
+    assert!(
+        err.to_string().contains("all RPC endpoints failed"),
+        "{err}"
+    );
+    assert!(
+        matches!(err, Error::AllEndpointsFailed(ref e) if matches!(**e, Error::WrongChain { .. })),
+        "{err}"
+    );
 }

@@ -20,7 +20,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 rpc="http://127.0.0.1:$port"
 say "starting anvil on $rpc"
-"$bin/anvil" --port "$port" --silent &
+"$(contracts/tool anvil)" --port "$port" --silent &
 anvil_pid=$!
 trap 'kill $anvil_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do "$bin/cast" chain-id --rpc-url "$rpc" >/dev/null 2>&1 && break; sleep 0.1; done

@@ -146,15 +146,24 @@ impl Follower {
                 cur.seen.push((n, h));
             }
         }
-        // Remember the range's last block too, so a reorg of empty blocks is seen.
+        // Remember the range's last block too, so a reorg of empty blocks is
+        // seen. A node that does not have it (lagging behind its own head)
+        // must not move the cursor past what it did not really answer.
         let last: Value = rpc.call("eth_getBlockByNumber", json!([U64::from(to), false]))?;
-        if let Some(h) = last
+        let Some(h) = last
             .get("hash")
             .and_then(|h| serde_json::from_value::<B256>(h.clone()).ok())
-        {
-            if cur.seen.last().is_none_or(|(m, _)| *m != to) {
-                cur.seen.push((to, h));
-            }
+        else {
+            return Err(Error::BadResponse {
+                method: "eth_getBlockByNumber".into(),
+                message: format!(
+                    "{}: the node does not have block {to}, below its own head",
+                    self.name
+                ),
+            });
+        };
+        if cur.seen.last().is_none_or(|(m, _)| *m != to) {
+            cur.seen.push((to, h));
         }
         let excess = cur.seen.len().saturating_sub(REMEMBERED);
         cur.seen.drain(..excess);
@@ -178,10 +187,16 @@ impl Follower {
         // just after the last good one.
         let mut last_good: Option<u64> = None;
         for ((n, hash), answer) in cur.seen.iter().zip(answers) {
+            // A block the node does not know is "unknown", not "changed":
+            // a lagging endpoint must not trigger a rollback.
             let now = answer?
                 .get("hash")
-                .and_then(|h| serde_json::from_value::<B256>(h.clone()).ok());
-            if now != Some(*hash) {
+                .and_then(|h| serde_json::from_value::<B256>(h.clone()).ok())
+                .ok_or_else(|| Error::BadResponse {
+                    method: "eth_getBlockByNumber".into(),
+                    message: format!("{}: the node does not have block {n}", self.name),
+                })?;
+            if now != *hash {
                 return Ok(Some(last_good.map_or(*n, |g| g + 1)));
             }
             last_good = Some(*n);

@@ -140,6 +140,13 @@ fn derive_key(kdf: &str, params: &serde_json::Value, pass: &[u8]) -> Result<[u8;
                     "scrypt n = 2^{log_n} is too costly (max 2^{MAX_SCRYPT_LOG_N})"
                 )));
             }
+            // Memory is 128·r·N and time grows with p: bound both.
+            if p.r == 0 || p.r > 32 || p.p == 0 || p.p > 16 {
+                return Err(bad(format!(
+                    "scrypt r = {}, p = {} are out of range (r <= 32, p <= 16)",
+                    p.r, p.p
+                )));
+            }
             let params = scrypt::Params::new(log_n, p.r, p.p, DKLEN)
                 .map_err(|e| bad(format!("bad scrypt parameters: {e}")))?;
             scrypt::scrypt(pass, &unhex("salt", &p.salt)?, &params, &mut out)

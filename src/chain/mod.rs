@@ -38,6 +38,10 @@ pub enum Error {
     Reverted { hash: String, reason: String },
     #[error("transaction {hash} not mined after {attempts} fee bumps")]
     NotMined { hash: String, attempts: u32 },
+    #[error(
+        "transaction {hash} was mined but did not reach {confirmations} confirmations in time (is the chain making blocks?)"
+    )]
+    NotConfirmed { hash: String, confirmations: u64 },
     #[error("not a valid secp256k1 private key")]
     BadKey,
     #[error("signing failed: {0}")]

@@ -45,6 +45,10 @@ pub struct Rpc {
     next_id: AtomicU64,
     /// Index of the endpoint that last answered; tried first.
     preferred: AtomicUsize,
+    /// The chain every endpoint must be on (set by `connect`).
+    expected_chain: Option<u64>,
+    /// Endpoints whose chain id has been checked.
+    checked: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl Rpc {
@@ -55,25 +59,30 @@ impl Rpc {
             .build()
             .into();
         Rpc {
+            checked: urls
+                .iter()
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
             urls,
             agent,
             config,
             next_id: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
+            expected_chain: None,
         }
     }
 
-    /// Connects and refuses a node on another chain than `chain_id`.
+    /// Connects and refuses a node on another chain than `chain_id`. Every
+    /// endpoint is held to it: each one's chain id is checked before its
+    /// first use, so failover can never switch chains.
     pub fn connect(urls: Vec<String>, chain_id: u64, config: RpcConfig) -> Result<Rpc> {
-        let rpc = Rpc::new(urls, config);
-        let got = rpc.chain_id()?;
-        if got != chain_id {
-            return Err(Error::WrongChain {
-                expected: chain_id,
-                got,
-            });
+        let mut rpc = Rpc::new(urls, config);
+        rpc.expected_chain = Some(chain_id);
+        match rpc.chain_id() {
+            Ok(_) => Ok(rpc),
+            Err(Error::AllEndpointsFailed(e)) if matches!(*e, Error::WrongChain { .. }) => Err(*e),
+            Err(e) => Err(e),
         }
-        Ok(rpc)
     }
 
     pub fn chain_id(&self) -> Result<u64> {
@@ -168,7 +177,10 @@ impl Rpc {
             let url = &self.urls[i];
             let mut delay = self.config.backoff;
             for attempt in 0..self.config.attempts.max(1) {
-                match self.post_once(url, &text) {
+                match self
+                    .check_chain(i)
+                    .and_then(|()| self.post_once(url, &text))
+                {
                     Ok(v) => {
                         self.preferred.store(i, Ordering::Relaxed);
                         return Ok(v);
@@ -194,6 +206,35 @@ impl Rpc {
                 message: "no attempt made".into(),
             },
         ))))
+    }
+
+    /// Before an endpoint's first use, its chain id must be the expected one.
+    fn check_chain(&self, i: usize) -> Result<()> {
+        let Some(expected) = self.expected_chain else {
+            return Ok(());
+        };
+        if self.checked[i].load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let url = &self.urls[i];
+        let body = json!({"jsonrpc": "2.0", "id": 0, "method": "eth_chainId", "params": []});
+        let id: alloy_primitives::U64 = serde_json::from_value(take_result(
+            "eth_chainId",
+            self.post_once(url, &body.to_string())?,
+        )?)
+        .map_err(|e| Error::BadResponse {
+            method: "eth_chainId".into(),
+            message: e.to_string(),
+        })?;
+        if id.to::<u64>() != expected {
+            log::error!("RPC endpoint {url} is on chain {id}, not {expected}: not used");
+            return Err(Error::WrongChain {
+                expected,
+                got: id.to(),
+            });
+        }
+        self.checked[i].store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     fn post_once(&self, url: &str, text: &str) -> Result<Value> {

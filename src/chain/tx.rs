@@ -22,7 +22,8 @@ pub struct TxPolicy {
     /// Fee bumps before giving up (each +20%, above the 10% nodes require).
     pub max_bumps: u32,
     pub poll: Duration,
-    /// Blocks on top of the receipt's block before it counts.
+    /// Blocks on top of the receipt's block before it counts (as the event
+    /// follower counts them).
     pub confirmations: u64,
 }
 
@@ -65,6 +66,12 @@ pub struct Log {
     pub transaction_hash: Option<B256>,
     #[serde(default)]
     pub log_index: Option<U64>,
+    #[serde(default)]
+    pub transaction_index: Option<U64>,
+}
+
+fn pending_key(from: Address) -> Vec<u8> {
+    [b"pending/".as_slice(), from.as_slice()].concat()
 }
 
 /// Calls a view function on the latest block; no key needed.
@@ -136,15 +143,34 @@ impl<'a> TxSender<'a> {
         self.send(to, call.abi_encode().into(), U256::ZERO)
     }
 
-    /// The next nonce: the larger of what we persisted and what the node
-    /// counts (pending), so neither a restart nor a lost pool reuses one wrongly.
+    /// The next nonce. The node's pending count is the truth; ours can only
+    /// be ahead if our last transaction left the node's pool (a restarted
+    /// node, another endpoint, an eviction): then its saved bytes are sent
+    /// again, and if we have none the gap is closed by reusing the nonce.
     fn next_nonce(&self) -> Result<u64> {
-        let node: U64 = self.rpc.call(
-            "eth_getTransactionCount",
-            json!([self.address(), "pending"]),
-        )?;
-        let stored: Option<u64> = self.nonces.get(self.address())?;
-        Ok(stored.unwrap_or(0).max(node.to()))
+        let from = self.address();
+        let node: U64 = self
+            .rpc
+            .call("eth_getTransactionCount", json!([from, "pending"]))?;
+        let node = node.to::<u64>();
+        let stored: u64 = self.nonces.get(from)?.unwrap_or(0);
+        if stored <= node {
+            return Ok(node);
+        }
+        if let Some((n, raw)) = self.nonces.get::<(u64, Vec<u8>)>(pending_key(from))? {
+            if n == node {
+                log::warn!("nonce {n} is missing from the node's pool: re-sending its transaction");
+                match self
+                    .rpc
+                    .call::<B256>("eth_sendRawTransaction", json!([Bytes::from(raw)]))
+                {
+                    Ok(_) => return Ok(stored),
+                    Err(e) => log::warn!("re-sending nonce {n} failed ({e}); reusing the nonce"),
+                }
+            }
+        }
+        log::warn!("stored nonce {stored} is ahead of the node's {node}: reusing {node}");
+        Ok(node)
     }
 
     fn fees(&self) -> Result<(u128, u128)> {
@@ -205,8 +231,11 @@ impl<'a> TxSender<'a> {
                     if bump > 0 && message.to_lowercase().contains("nonce") => {}
                 Err(e) => return Err(e),
             }
-            // Persist before waiting: a restart must not hand this nonce to another transaction.
+            // Persist before waiting: a restart must not hand this nonce to
+            // another transaction, and keeps the signed bytes to re-send.
             self.nonces.put(from, &(nonce + 1))?;
+            self.nonces.put(pending_key(from), &(nonce, raw.to_vec()))?;
+            self.nonces.flush()?;
             sent.push(hash);
             log::debug!("sent {hash} nonce {nonce} max fee {max_fee} tip {tip} (bump {bump})");
             if let Some(receipt) = self.wait_any(&sent, self.policy.bump_after)? {
@@ -246,10 +275,18 @@ impl<'a> TxSender<'a> {
     /// block's (a reorg would have moved or dropped it) and succeeded.
     fn finish(&self, receipt: Receipt, to: Address, data: &Bytes, value: U256) -> Result<Receipt> {
         let mined_at = receipt.block_number.to::<u64>();
+        // A chain that stops making blocks must not hang us forever.
+        let deadline = Instant::now() + self.policy.bump_after.saturating_mul(4);
         loop {
             let head: U64 = self.rpc.call("eth_blockNumber", json!([]))?;
-            if head.to::<u64>() + 1 >= mined_at + self.policy.confirmations.max(1) {
+            if head.to::<u64>() >= mined_at.saturating_add(self.policy.confirmations) {
                 break;
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NotConfirmed {
+                    hash: receipt.transaction_hash.to_string(),
+                    confirmations: self.policy.confirmations,
+                });
             }
             std::thread::sleep(self.policy.poll);
         }

@@ -41,8 +41,9 @@ pub fn header(rpc: &Rpc, hash: B256) -> Result<Header> {
     Ok(h)
 }
 
-/// All receipts of block `hash`, checked against its header's receipts root.
-pub fn receipts(rpc: &Rpc, hash: B256) -> Result<Vec<ReceiptEnvelope<PrimLog>>> {
+/// All receipts of block `hash`, checked against its header's receipts root,
+/// with the verified header.
+pub fn receipts(rpc: &Rpc, hash: B256) -> Result<(Header, Vec<ReceiptEnvelope<PrimLog>>)> {
     let h = header(rpc, hash)?;
     let raw: Vec<Value> = rpc.call("eth_getBlockReceipts", json!([hash]))?;
     let receipts: Vec<ReceiptEnvelope<PrimLog>> = raw
@@ -57,7 +58,7 @@ pub fn receipts(rpc: &Rpc, hash: B256) -> Result<Vec<ReceiptEnvelope<PrimLog>>> 
             h.receipts_root
         )));
     }
-    Ok(receipts)
+    Ok((h, receipts))
 }
 
 /// Checks that `log` is in its block's verified receipts at its index.
@@ -69,21 +70,41 @@ pub fn log(rpc: &Rpc, log: &Log) -> Result<()> {
     };
     let index =
         usize::try_from(index.to::<u64>()).map_err(|_| unverified("log index out of range"))?;
-    let receipts = receipts(rpc, block)?;
-    let found = receipts.iter().flat_map(|r| r.logs()).nth(index);
-    match found {
-        Some(l)
+    let (header, receipts) = receipts(rpc, block)?;
+    // The number and position the node claims must be the block's own: a
+    // genuine old log relabelled as new would otherwise pass.
+    if log.block_number.map(|n| n.to::<u64>()) != Some(header.number) {
+        return Err(unverified(format!(
+            "log claims block number {:?}, block {block} is number {} (relabelled)",
+            log.block_number, header.number
+        )));
+    }
+    let mut seen = 0usize;
+    for (tx_index, r) in receipts.iter().enumerate() {
+        let logs = r.logs();
+        if index < seen + logs.len() {
+            let l = &logs[index - seen];
+            if log
+                .transaction_index
+                .is_some_and(|t| t.to::<u64>() != tx_index as u64)
+            {
+                return Err(unverified(format!(
+                    "block {block}: log {index} is in transaction {tx_index}, not the one claimed (forged)"
+                )));
+            }
             if l.address == log.address
                 && l.data.topics() == log.topics.as_slice()
-                && l.data.data == log.data =>
-        {
-            Ok(())
+                && l.data.data == log.data
+            {
+                return Ok(());
+            }
+            return Err(unverified(format!(
+                "block {block}: log {index} differs from the block's receipts (forged)"
+            )));
         }
-        Some(_) => Err(unverified(format!(
-            "block {block}: log {index} differs from the block's receipts (forged)"
-        ))),
-        None => Err(unverified(format!(
-            "block {block} has no log {index} (forged)"
-        ))),
+        seen += logs.len();
     }
+    Err(unverified(format!(
+        "block {block} has no log {index} (forged)"
+    )))
 }

@@ -46,6 +46,10 @@ pub enum Rejected {
     #[error("malformed signature ({0} bytes, want 65)")]
     MalformedSignature(usize),
     #[error(
+        "non-canonical signature ({0}): the contract would refuse it; sign with v = 27/28 and low s"
+    )]
+    NonCanonical(&'static str),
+    #[error(
         "signature is from {signer}, not the channel's sender {sender} under this chain and contract (forged, or signed for another domain)"
     )]
     BadSignature { signer: Address, sender: Address },
@@ -77,6 +81,9 @@ pub struct Receiver {
     channels: Tree,
     domain: Eip712Domain,
     me: Address,
+    /// Serialises read-modify-write of channel records: two accepts (or an
+    /// accept and a deposit change) must not interleave and lose a proof.
+    lock: std::sync::Mutex<()>,
 }
 
 impl Receiver {
@@ -91,6 +98,7 @@ impl Receiver {
             store,
             domain: eip712::channels_domain(chain_id, manager),
             me,
+            lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -119,11 +127,20 @@ impl Receiver {
 
     /// A top-up seen on chain raises the deposit proofs may reach.
     pub fn set_deposit(&self, channel: B256, deposit: U256) -> Result<(), Rejected> {
+        let _guard = self.guard();
         let mut r = self.record(channel)?;
         r.info.deposit = deposit;
         self.channels.put(channel, &r)?;
         self.store.flush()?;
         Ok(())
+    }
+
+    fn guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock leaves no half-written record
+        // (writes are single puts), so a poisoned lock is safe to take.
+        self.lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn record(&self, channel: B256) -> Result<Record, Rejected> {
@@ -154,8 +171,21 @@ impl Receiver {
                 newest,
             });
         }
+        // Accept exactly what ChannelManager (OpenZeppelin ECDSA) accepts, or
+        // the gateway would acknowledge a proof it can never cash.
+        if p.signature.len() != 65 {
+            return Err(Rejected::MalformedSignature(p.signature.len()));
+        }
+        if !matches!(p.signature[64], 27 | 28) {
+            return Err(Rejected::NonCanonical("v is not 27 or 28"));
+        }
         let sig = Signature::try_from(p.signature.as_slice())
             .map_err(|_| Rejected::MalformedSignature(p.signature.len()))?;
+        if sig.normalize_s().is_some() {
+            return Err(Rejected::NonCanonical(
+                "s is in the upper half of the curve order",
+            ));
+        }
         let digest = eip712::balance_proof_digest(p.channel, p.amount, p.lease, &self.domain);
         let signer = signer::recover(&digest, &sig)
             .map_err(|_| Rejected::MalformedSignature(p.signature.len()))?;
@@ -179,6 +209,7 @@ impl Receiver {
     /// input order; none is Ok until all accepted ones are durable, and if
     /// the fsync fails every one of them is refused.
     pub fn accept_batch(&self, proofs: Vec<Proof>) -> Vec<Result<U256, Rejected>> {
+        let _guard = self.guard();
         let mut results = Vec::with_capacity(proofs.len());
         let mut any = false;
         for p in proofs {
@@ -259,7 +290,13 @@ impl Sender {
             .sent
             .get::<SentRecord>(channel)?
             .ok_or(Rejected::UnknownChannel(channel))?;
-        let amount = r.total + increment;
+        let amount = r
+            .total
+            .checked_add(increment)
+            .ok_or(Rejected::OverDeposit {
+                amount: U256::MAX,
+                deposit: r.info.deposit,
+            })?;
         if amount > r.info.deposit {
             return Err(Rejected::OverDeposit {
                 amount,

@@ -212,3 +212,34 @@ fn a_channel_for_someone_else_is_not_watched() {
         Err(Rejected::NotOurs { .. })
     ));
 }
+
+/// A proof the contract would refuse (v = 0/1, or high s) is refused here
+/// too, though it recovers to the right signer.
+#[test]
+fn non_canonical_signatures_are_refused() {
+    let p = pair(100);
+    let good = p.sender.pay(p.info.id, p.lease, U256::from(1)).unwrap();
+    let mut v01 = good.clone();
+    v01.signature[64] -= 27;
+    assert_eq!(
+        p.receiver.accept(v01),
+        Err(Rejected::NonCanonical("v is not 27 or 28"))
+    );
+
+    // The same signature with s' = n - s and v flipped: valid math, not canonical.
+    let sig = Signature::try_from(good.signature.as_slice()).unwrap();
+    let n = U256::from_be_slice(
+        &alloy_primitives::hex::decode(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+        )
+        .unwrap(),
+    );
+    let high = Signature::new(sig.r(), n - sig.s(), !sig.v());
+    let mut malleated = good.clone();
+    malleated.signature = high.as_bytes().to_vec();
+    assert!(matches!(
+        p.receiver.accept(malleated),
+        Err(Rejected::NonCanonical(_))
+    ));
+    assert!(p.receiver.accept(good).is_ok());
+}

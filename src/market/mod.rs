@@ -185,7 +185,12 @@ pub fn propose(buyer: &TxSender, d: &Deployment, offer: &eip712::Offer) -> Resul
         return Err(Error::Invalid("the offer names another buyer".into()));
     }
     let id = eip712::offer_hash(offer, &eip712::market_domain(buyer.chain_id(), d.market));
-    buyer.execute(d.market, &IMarket::proposeOfferCall { offer: offer.clone() })?;
+    buyer.execute(
+        d.market,
+        &IMarket::proposeOfferCall {
+            offer: offer.clone(),
+        },
+    )?;
     Ok(id)
 }
 

@@ -104,6 +104,12 @@ impl Tree {
         Ok(())
     }
 
+    /// Makes this tree's writes durable (fsync).
+    pub fn flush(&self) -> Result<()> {
+        self.tree.flush()?;
+        Ok(())
+    }
+
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
         self.tree.remove(key)?;
         Ok(())

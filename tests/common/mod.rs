@@ -26,11 +26,12 @@ pub fn signer(i: usize) -> Signer {
     Signer::from_bytes(&alloy_primitives::hex::decode(KEYS[i]).unwrap()).unwrap()
 }
 
-/// Transactions for tests: anvil mines at once, so poll fast, one confirmation.
+/// Transactions for tests: anvil mines a block per transaction and no
+/// other, so poll fast and wait for no blocks on top.
 pub fn policy() -> TxPolicy {
     TxPolicy {
         poll: Duration::from_millis(20),
-        confirmations: 1,
+        confirmations: 0,
         bump_after: Duration::from_secs(5),
         max_bumps: 3,
         ..TxPolicy::default()
@@ -41,14 +42,19 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The tool's native binary (contracts/tool): npm's `.bin/anvil` is a Node
+/// wrapper, and killing it would leave the real anvil running.
 fn tool(name: &str) -> PathBuf {
-    let p = repo().join("contracts/node_modules/.bin").join(name);
+    let out = Command::new(repo().join("contracts/tool"))
+        .arg(name)
+        .output()
+        .expect("run contracts/tool");
     assert!(
-        p.exists(),
-        "{} missing: run tests/setup.sh (npm ci in contracts/)",
-        p.display()
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    p
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 pub struct Anvil {
