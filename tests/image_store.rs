@@ -286,3 +286,40 @@ fn gc_frees_only_unreferenced_blobs() {
     assert!(!images.blob_path(&a.layers[0].digest).exists());
     assert!(matches!(images.remove("a"), Err(Error::NoSuchImage(_))));
 }
+
+/// Our unpack of a umoci-built image gives the same tree as `umoci unpack`.
+#[test]
+fn unpacks_like_umoci() {
+    if skip_unless_amd64() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = busybox_layout(dir.path(), "latest");
+    let (_s, images) = store(dir.path(), Limits::default());
+    let image = images.import(&img, None, &here(), "bb").unwrap();
+    let ours = dir.path().join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    let report = images
+        .unpack(&image, &ours, dedge::runtime::unpack::Options::default())
+        .unwrap();
+    assert!(report.files >= 1 && report.symlinks >= 2, "{report:?}");
+    let theirs = dir.path().join("theirs");
+    run(Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:latest", img.display())])
+        .arg(&theirs));
+    let list = |root: &Path| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && find . | sort", root.display()))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(list(&ours), list(&theirs.join("rootfs")));
+    let out = Command::new(ours.join("bin/busybox"))
+        .arg("echo")
+        .arg("unpacked")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "unpacked\n");
+}

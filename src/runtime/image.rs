@@ -643,6 +643,37 @@ impl ImageStore {
         }
     }
 
+    /// Applies the image's layers in order to the (empty) directory `rootfs`.
+    pub fn unpack(
+        &self,
+        image: &Image,
+        rootfs: &Path,
+        opts: super::unpack::Options,
+    ) -> Result<super::unpack::Report> {
+        let mut total = super::unpack::Report::default();
+        for layer in &image.layers {
+            let path = self.blob_path(&layer.digest);
+            let file = File::open(&path).map_err(io(&path))?;
+            let reader: Box<dyn Read> = match layer.compression {
+                Compression::None => Box::new(file),
+                Compression::Gzip => Box::new(flate2::read::GzDecoder::new(file)),
+            };
+            let r = super::unpack::apply_layer(
+                rootfs,
+                reader.take(self.limits.max_layer_unpacked),
+                opts,
+            )?;
+            total.files += r.files;
+            total.dirs += r.dirs;
+            total.symlinks += r.symlinks;
+            total.hardlinks += r.hardlinks;
+            total.whiteouts += r.whiteouts;
+            total.bytes += r.bytes;
+            total.dropped.extend(r.dropped);
+        }
+        Ok(total)
+    }
+
     pub fn get(&self, name: &str) -> Result<Image> {
         self.names
             .get(name)?

@@ -2,6 +2,7 @@
 //! sandbox (namespaces, pivot_root, cgroups) and the lifecycle next.
 
 pub mod image;
+pub mod unpack;
 
 /// What can go wrong handling an image; each names the blob or file involved.
 #[derive(Debug, thiserror::Error)]
