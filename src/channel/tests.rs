@@ -39,6 +39,19 @@ fn pair(deposit: u64) -> Pair {
     }
 }
 
+/// Two fresh keys, a 50-unit channel between them, and a lease id.
+fn parties() -> (Signer, Signer, ChannelInfo, B256) {
+    let buyer = Signer::random().unwrap();
+    let gateway = Signer::random().unwrap();
+    let info = ChannelInfo {
+        id: keccak256("c"),
+        sender: buyer.address(),
+        receiver: gateway.address(),
+        deposit: U256::from(50),
+    };
+    (buyer, gateway, info, keccak256("l"))
+}
+
 #[test]
 fn cumulative_proofs_pay_increments() {
     let p = pair(100);
@@ -119,15 +132,7 @@ fn over_deposit_wrong_lease_and_forgery_are_refused() {
 /// contract produces proofs this gateway must refuse.
 #[test]
 fn proofs_for_another_chain_or_contract_are_refused() {
-    let buyer = Signer::random().unwrap();
-    let gateway = Signer::random().unwrap();
-    let info = ChannelInfo {
-        id: keccak256("c"),
-        sender: buyer.address(),
-        receiver: gateway.address(),
-        deposit: U256::from(50),
-    };
-    let lease = keccak256("l");
+    let (buyer, gateway, info, lease) = parties();
     let receiver = Receiver::new(
         Store::temporary().unwrap(),
         CHAIN,
@@ -157,15 +162,7 @@ fn proofs_for_another_chain_or_contract_are_refused() {
 #[test]
 fn acknowledged_proofs_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let buyer = Signer::random().unwrap();
-    let gateway = Signer::random().unwrap();
-    let info = ChannelInfo {
-        id: keccak256("c"),
-        sender: buyer.address(),
-        receiver: gateway.address(),
-        deposit: U256::from(50),
-    };
-    let lease = keccak256("l");
+    let (buyer, gateway, info, lease) = parties();
     let sender = Sender::new(Store::temporary().unwrap(), CHAIN, MANAGER, buyer).unwrap();
     sender.open(info).unwrap();
     let proof = sender.pay(info.id, lease, U256::from(20)).unwrap();
