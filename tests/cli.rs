@@ -226,6 +226,8 @@ fn every_command_has_help() {
         &["key", "--help"],
         &["key", "new", "--help"],
         &["help", "key"],
+        &["image", "--help"],
+        &["help", "image"],
     ] {
         let out = dedge(args);
         assert!(out.status.success(), "{args:?}");

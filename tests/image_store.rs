@@ -323,3 +323,71 @@ fn unpacks_like_umoci() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "unpacked\n");
 }
+
+/// `dedge image` as a vendor uses it, with the dev board's data directory.
+#[test]
+fn image_commands_import_list_remove_and_collect() {
+    if skip_unless_amd64() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = busybox_layout(dir.path(), "latest");
+    let boards = dir.path().join("boards");
+    std::fs::create_dir(&boards).unwrap();
+    let board = boards.join("dev.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml"),
+        &board,
+    )
+    .unwrap();
+    let dedge = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(args)
+            .arg("--board")
+            .arg(&board)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = dedge(&[
+        "image",
+        "import",
+        img.to_str().unwrap(),
+        "--name",
+        "busybox",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("busybox sha256:") && out.contains("verified"),
+        "{out}"
+    );
+    let (_, out, _) = dedge(&["image", "ls", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["name"], "busybox");
+    assert_eq!(v[0]["platform"]["architecture"], "amd64");
+    let (code, out, _) = dedge(&["image", "gc"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("freed 0 blobs"), "{out}");
+    assert_eq!(dedge(&["image", "rm", "busybox"]).0, 0);
+    let (_, out, _) = dedge(&["image", "gc"]);
+    assert!(out.starts_with("freed 3 blobs"), "{out}");
+    let (code, _, err) = dedge(&["image", "rm", "busybox"]);
+    assert_eq!(code, 1, "{err}");
+    // A tampered layout fails with the digest named.
+    let layer = std::fs::read_dir(img.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let (code, _, err) = dedge(&["image", "import", img.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("content hashes to"), "{err}");
+}

@@ -5,6 +5,7 @@
 mod board;
 mod chain_args;
 mod gateway;
+mod image;
 mod key;
 mod lease;
 mod market;
@@ -23,7 +24,9 @@ Commands:
   key new|address FILE           create or read an encrypted key file
   gateway register|advertise     bind a gateway to its operator; advertise it
   market ls                      list live adverts (filters, --json)
-  lease invoice LEASE            the invoice of a settled lease
+  lease propose|accept|fee|terminate|show|invoice
+                                 the market steps of a lease
+  image import|ls|rm|gc          the verified image store
   version                        print version, git commit and target triple
   help [command]                 print help
 
@@ -97,6 +100,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "gateway" => gateway::run(parser),
         "market" => market::run(parser),
         "lease" => lease::run(parser),
+        "image" => image::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
@@ -114,6 +118,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "gateway" => gateway::USAGE,
             "market" => market::USAGE,
             "lease" => lease::USAGE,
+            "image" => image::USAGE,
             "version" => version::USAGE,
             other => {
                 return Err(Error::Usage(format!(
