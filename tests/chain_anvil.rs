@@ -470,6 +470,10 @@ fn reorg_undoes_an_acceptance_and_the_follower_follows() {
     // The acceptance's block is replaced by empty ones.
     let reverted: bool = w.rpc.call("evm_revert", json!([snapshot])).unwrap();
     assert!(reverted);
+    // The reorged-out transaction must not come back in the new blocks: in
+    // the reorg simulated here the acceptance is gone for good (anvil may
+    // otherwise hand it back to its pool).
+    let _: serde_json::Value = w.rpc.call("anvil_dropAllTransactions", json!([])).unwrap();
     for _ in 0..3 {
         let _: serde_json::Value = w.rpc.call("evm_mine", json!([])).unwrap();
     }
