@@ -1,7 +1,7 @@
 //! The image store with images made by the real tools: umoci builds an OCI
 //! layout holding busybox-static, skopeo turns it into a docker-save archive.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use dedge::board::values::Arch;
@@ -10,58 +10,9 @@ use dedge::runtime::image::{ImageStore, Limits, Platform};
 use dedge::store::Store;
 use sha2::{Digest as _, Sha256};
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
-        panic!("{cmd:?}: {e} (run tests/setup.sh: umoci, skopeo, busybox-static)")
-    });
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An OCI layout at `dir/img` with tag `tag`: busybox with `sh` and `echo`,
-/// Cmd `echo hello`, for this machine's platform.
-fn busybox_layout(dir: &Path, tag: &str) -> PathBuf {
-    let img = dir.join("img");
-    if !img.exists() {
-        run(Command::new("umoci").args(["init", "--layout"]).arg(&img));
-    }
-    let image = format!("{}:{tag}", img.display());
-    run(Command::new("umoci").args(["new", "--image", &image]));
-    let bundle = dir.join(format!("bundle-{tag}"));
-    run(Command::new("umoci")
-        .args(["unpack", "--image", &image])
-        .arg(&bundle));
-    let bin = bundle.join("rootfs/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox")).unwrap();
-    for applet in ["sh", "echo"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    run(Command::new("umoci")
-        .args(["repack", "--image", &image])
-        .arg(&bundle));
-    run(Command::new("umoci").args([
-        "config",
-        "--image",
-        &image,
-        "--config.cmd",
-        "/bin/echo",
-        "--config.cmd",
-        "hello",
-        "--config.env",
-        "GREETING=hi",
-        "--config.workingdir",
-        "/",
-        "--os",
-        "linux",
-        "--architecture",
-        "amd64",
-    ]));
-    img
-}
+#[path = "common/oci.rs"]
+mod oci;
+use oci::{busybox_layout, run};
 
 fn here() -> Platform {
     Platform::of(Arch::of_this_build().expect("a supported build arch"))

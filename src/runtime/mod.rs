@@ -1,7 +1,18 @@
-//! Running buyers' OCI images: the verified image store now; unpacking, the
-//! sandbox (namespaces, pivot_root, cgroups) and the lifecycle next.
+//! Running buyers' OCI images: the verified image store (`image`), safe
+//! unpacking (`unpack`), what to run (`spec`), the sandbox (`process` forks,
+//! `rootfs` mounts, `sys` makes the raw calls), control groups (`cgroup`),
+//! the lifecycle with restart recovery (`container`) and port forwarding
+//! into a container's network namespace (`net`). `docs/sandbox.md` gives the
+//! order of the steps and why.
 
+pub mod cgroup;
+pub mod container;
 pub mod image;
+pub mod net;
+pub mod process;
+pub mod rootfs;
+pub mod spec;
+pub mod sys;
 pub mod unpack;
 
 /// What can go wrong handling an image; each names the blob or file involved.
@@ -23,6 +34,14 @@ pub enum Error {
     TooLarge(String),
     #[error("no image named `{0}`")]
     NoSuchImage(String),
+    #[error("cgroup {0}")]
+    Cgroup(String),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    #[error("container `{0}`: {1}")]
+    Container(String, String),
+    #[error("no container `{0}`")]
+    NoSuchContainer(String),
     #[error(transparent)]
     Store(#[from] crate::store::Error),
 }

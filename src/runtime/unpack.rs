@@ -144,6 +144,63 @@ fn open_in_root(
     }
 }
 
+/// Reads a small file of an unpacked root, every symlink on the way (the
+/// last one too) resolved inside the root: an image's `/etc/passwd` may be a
+/// link to anywhere. `None` when the file does not exist.
+pub fn read_in_root(root: &Path, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| sys(&root.display().to_string(), "open root", e))?;
+    let mut want = path.to_string();
+    for _ in 0..MAX_LINKS {
+        // `..` is kept: `open_in_root` stops it at the root.
+        let comps: Vec<String> = want
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .map(String::from)
+            .collect();
+        let Some((name, parents)) = comps.split_last().filter(|(n, _)| *n != "..") else {
+            return Err(escape(path, "names a directory"));
+        };
+        let Some(dir) = open_in_root(&root_fd, parents, false, path)? else {
+            return Ok(None);
+        };
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+        match openat(&dir, name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => {
+                let mut out = Vec::new();
+                File::from(fd)
+                    .take(max + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| Error::Io {
+                        path: path.to_string(),
+                        source: e,
+                    })?;
+                if out.len() as u64 > max {
+                    return Err(Error::TooLarge(format!("{path} is over {max} bytes")));
+                }
+                return Ok(Some(out));
+            }
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => {
+                let target =
+                    readlinkat(&dir, name.as_str()).map_err(|e| sys(path, "readlink", e))?;
+                let target = target.to_string_lossy();
+                want = if target.starts_with('/') {
+                    target.into_owned()
+                } else {
+                    format!("{}/{target}", parents.join("/"))
+                };
+            }
+            Err(e) => return Err(sys(path, "open", e)),
+        }
+    }
+    Err(escape(path, "too many symlinks"))
+}
+
 /// Removes `name` in `dir`: a file or symlink itself (never its target), a
 /// directory with everything below it.
 fn remove_at(dir: &OwnedFd, name: &str) -> Result<()> {

@@ -1,0 +1,470 @@
+//! A lease's control group: CPU quota, memory limit with swap off, pids
+//! limit, freezer, stats, kill-all and removal, on cgroup v1 or v2.
+//!
+//! cgroups-rs finds the hierarchies and writes the limits. Its v1 `create`
+//! only logs a failed `mkdir`, and its v2 memory statistics unwrap missing
+//! files, so this module checks every directory it asked for and reads the
+//! few statistics it reports itself: a limit that silently did not apply is
+//! a tenant with the whole gateway.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::freezer::{FreezerController, FreezerState};
+use cgroups_rs::hierarchies::{self, V1, V2};
+use cgroups_rs::memory::{MemController, SetMemory};
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{CgroupPid, Controller, Hierarchy, MaxValue};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result};
+use crate::board::values::CgroupMode;
+
+/// v1 controllers a lease's cgroup is made in (cpuacct for CPU time).
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer"];
+/// v2 controllers enabled for it (the freezer is built in).
+const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+/// CFS period: 100 ms, the kernel's default; the quota scales with it.
+const CFS_PERIOD_US: u64 = 100_000;
+/// How long `kill_all` waits for the kernel to reap a killed cgroup.
+const REAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resource limits of one sandbox; `None` leaves the parent's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// CPU time as thousandths of a core (500 = half a core).
+    pub cpu_millicores: Option<u32>,
+    /// Memory in bytes; swap is off (the limit covers memory + swap).
+    pub memory: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+}
+
+/// What a cgroup has used, read from the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// CPU time of all its tasks, in nanoseconds.
+    pub cpu_ns: u64,
+    pub memory_bytes: u64,
+    /// High-water mark of memory (0 where the kernel does not keep one).
+    pub memory_peak: u64,
+    pub pids: u64,
+    /// Tasks killed by the OOM killer inside this cgroup.
+    pub oom_kills: u64,
+}
+
+/// One lease's control group, at the same relative path in every hierarchy.
+pub struct Cgroup {
+    cg: cgroups_rs::Cgroup,
+    path: String,
+    v2: bool,
+}
+
+impl std::fmt::Debug for Cgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cgroup")
+            .field("path", &self.path)
+            .field("v2", &self.v2)
+            .finish()
+    }
+}
+
+fn err(path: &str, why: impl std::fmt::Display) -> Error {
+    Error::Cgroup(format!("{path}: {why}"))
+}
+
+/// The hierarchy the board asks for. cgroups-rs only knows v2 mounted at
+/// `/sys/fs/cgroup` (unified mode); a hybrid machine's `unified` mount has no
+/// controllers worth using, so `auto` means v1 there.
+fn hierarchy(mode: CgroupMode) -> Result<Box<dyn Hierarchy>> {
+    let unified = hierarchies::is_cgroup2_unified_mode();
+    match mode {
+        CgroupMode::Auto if unified => Ok(Box::new(V2::new())),
+        CgroupMode::Auto | CgroupMode::V1 => Ok(Box::new(V1::new())),
+        CgroupMode::V2 if unified => Ok(Box::new(V2::new())),
+        CgroupMode::V2 => Err(Error::Cgroup(
+            "the board asks for cgroup v2, but /sys/fs/cgroup is not a cgroup2 mount".into(),
+        )),
+    }
+}
+
+fn controllers(v2: bool) -> Vec<String> {
+    let list = if v2 { V2_CONTROLLERS } else { V1_CONTROLLERS };
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Refuses paths that could leave the dedge parent: `..`, empty or absolute
+/// components (cgroups-rs panics on some of these instead of failing).
+fn check_path(path: &str) -> Result<()> {
+    let ok = !path.is_empty()
+        && path.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(err(path, "not a plain relative cgroup path"))
+    }
+}
+
+impl Cgroup {
+    /// Handle on an existing (or absent) cgroup, for recovery and cleanup.
+    pub fn load(mode: CgroupMode, path: &str) -> Result<Cgroup> {
+        check_path(path)?;
+        let hier = hierarchy(mode)?;
+        let v2 = hier.v2();
+        let cg = cgroups_rs::Cgroup::load_with_specified_controllers(hier, path, controllers(v2));
+        Ok(Cgroup {
+            cg,
+            path: path.to_string(),
+            v2,
+        })
+    }
+
+    /// Makes the cgroup and applies `limits`; fails closed: if a controller
+    /// is missing or a limit does not stick, nothing is left behind.
+    pub fn create(mode: CgroupMode, path: &str, limits: &Limits) -> Result<Cgroup> {
+        let cg = Cgroup::load(mode, path)?;
+        if cg.exists_any() {
+            return Err(err(path, "already exists (a leftover of an earlier run?)"));
+        }
+        cg.cg.create().map_err(|e| err(path, e))?;
+        let made = cg.check_made().and_then(|()| cg.apply(limits));
+        if let Err(e) = made {
+            let _ = cg.remove();
+            return Err(e);
+        }
+        log::debug!(
+            "cgroup {path}: created ({})",
+            if cg.v2 { "v2" } else { "v1" }
+        );
+        Ok(cg)
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.v2
+    }
+
+    /// The directory of each controller this cgroup lives in.
+    fn dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    fn exists_any(&self) -> bool {
+        self.dirs().iter().any(|d| d.is_dir())
+    }
+
+    /// Every controller the sandbox relies on must be there, or no limit
+    /// holds: v1 needs a directory per controller, v2 the controllers
+    /// enabled in the new cgroup.
+    fn check_made(&self) -> Result<()> {
+        let dirs = self.dirs();
+        if let Some(d) = dirs.iter().find(|d| !d.is_dir()) {
+            return Err(err(&self.path, format!("{} was not created", d.display())));
+        }
+        let missing: Vec<&str> = if self.v2 {
+            let have = dirs
+                .first()
+                .and_then(|d| fs::read_to_string(d.join("cgroup.controllers")).ok())
+                .unwrap_or_default();
+            V2_CONTROLLERS
+                .iter()
+                .copied()
+                .filter(|c| !have.split_whitespace().any(|h| h == *c))
+                .collect()
+        } else {
+            let have = [
+                self.cg.controller_of::<CpuController>().is_some(),
+                self.cg
+                    .controller_of::<cgroups_rs::cpuacct::CpuAcctController>()
+                    .is_some(),
+                self.cg.controller_of::<MemController>().is_some(),
+                self.cg.controller_of::<PidController>().is_some(),
+                self.cg.controller_of::<FreezerController>().is_some(),
+            ];
+            V1_CONTROLLERS
+                .iter()
+                .zip(have)
+                .filter(|(_, ok)| !ok)
+                .map(|(c, _)| *c)
+                .collect()
+        };
+        if missing.is_empty() && !dirs.is_empty() {
+            Ok(())
+        } else {
+            Err(err(
+                &self.path,
+                format!("cgroup controllers missing: {missing:?} (see `dedge board check --host`)"),
+            ))
+        }
+    }
+
+    fn controller<'a, T>(&'a self) -> Result<&'a T>
+    where
+        T: Controller + cgroups_rs::ControllIdentifier,
+        &'a T: From<&'a cgroups_rs::Subsystem>,
+    {
+        self.cg
+            .controller_of::<T>()
+            .ok_or_else(|| err(&self.path, "a needed controller is not mounted"))
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<()> {
+        if let Some(m) = limits.cpu_millicores {
+            let quota = (u64::from(m) * CFS_PERIOD_US / 1000).max(1000);
+            self.controller::<CpuController>()?
+                .set_cfs_quota_and_period(Some(quota as i64), Some(CFS_PERIOD_US))
+                .map_err(|e| err(&self.path, format!("cpu quota: {e}")))?;
+        }
+        if let Some(bytes) = limits.memory {
+            self.set_memory(bytes)?;
+        }
+        if let Some(n) = limits.pids {
+            self.controller::<PidController>()?
+                .set_pid_max(MaxValue::Value(n as i64))
+                .map_err(|e| err(&self.path, format!("pids limit: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn set_memory(&self, bytes: u64) -> Result<()> {
+        let mem = self.controller::<MemController>()?;
+        let e = |what: &str| {
+            let path = self.path.clone();
+            let what = what.to_string();
+            move |x: cgroups_rs::error::Error| err(&path, format!("{what}: {x}"))
+        };
+        if self.v2 {
+            mem.set_mem(SetMemory {
+                max: Some(MaxValue::Value(bytes as i64)),
+                ..SetMemory::default()
+            })
+            .map_err(e("memory.max"))?;
+            // Absent when the kernel has no swap support at all: nothing to turn off.
+            write_if_present(&mem.path().join("memory.swap.max"), "0")?;
+        } else {
+            mem.set_limit(bytes as i64).map_err(e("memory limit"))?;
+            // memsw (memory + swap) equal to the limit means no swap; the file
+            // is absent without swap accounting, where swappiness 0 is the
+            // best v1 offers.
+            let memsw = mem.path().join("memory.memsw.limit_in_bytes");
+            write_if_present(&memsw, &bytes.to_string())?;
+            write_if_present(&mem.path().join("memory.swappiness"), "0")?;
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (all its threads) into this cgroup.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        self.cg
+            .add_task_by_tgid(CgroupPid::from(pid as u64))
+            .map_err(|e| err(&self.path, format!("cannot add pid {pid}: {e}")))
+    }
+
+    pub fn freeze(&self) -> Result<()> {
+        let f = self.controller::<FreezerController>()?;
+        f.freeze()
+            .map_err(|e| err(&self.path, format!("freeze: {e}")))?;
+        // v1 passes through FREEZING; wait until every task is stopped.
+        let until = Instant::now() + REAP_TIMEOUT;
+        while !matches!(f.state(), Ok(FreezerState::Frozen)) {
+            if Instant::now() > until {
+                return Err(err(&self.path, "did not freeze within 5 s"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    pub fn thaw(&self) -> Result<()> {
+        self.controller::<FreezerController>()?
+            .thaw()
+            .map_err(|e| err(&self.path, format!("thaw: {e}")))
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.controller::<FreezerController>()
+            .is_ok_and(|f| matches!(f.state(), Ok(FreezerState::Frozen)))
+    }
+
+    /// Process ids in the cgroup (as seen from the agent's PID namespace).
+    pub fn pids(&self) -> Vec<i32> {
+        self.cg.procs().into_iter().map(|p| p.pid as i32).collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        if let Ok(pids) = self.controller::<PidController>() {
+            s.pids = read_u64(&pids.path().join("pids.current")).unwrap_or(0);
+        }
+        if let Ok(mem) = self.controller::<MemController>() {
+            let d = mem.path();
+            if self.v2 {
+                s.memory_bytes = read_u64(&d.join("memory.current")).unwrap_or(0);
+                s.memory_peak = read_u64(&d.join("memory.peak")).unwrap_or(0);
+                s.oom_kills = read_keyed(&d.join("memory.events"), "oom_kill").unwrap_or(0);
+            } else {
+                s.memory_bytes = read_u64(&d.join("memory.usage_in_bytes")).unwrap_or(0);
+                s.memory_peak = read_u64(&d.join("memory.max_usage_in_bytes")).unwrap_or(0);
+                s.oom_kills = read_keyed(&d.join("memory.oom_control"), "oom_kill").unwrap_or(0);
+            }
+        }
+        s.cpu_ns = if self.v2 {
+            self.controller::<CpuController>()
+                .ok()
+                .and_then(|c| read_keyed(&c.path().join("cpu.stat"), "usage_usec"))
+                .map_or(0, |us| us.saturating_mul(1000))
+        } else {
+            self.controller::<cgroups_rs::cpuacct::CpuAcctController>()
+                .ok()
+                .and_then(|c| read_u64(&c.path().join("cpuacct.usage")))
+                .unwrap_or(0)
+        };
+        s
+    }
+
+    /// Kills every task: frozen first so nothing forks while it is being
+    /// killed, then SIGKILL to each, thawed so the kills land, and waited
+    /// for until the cgroup is empty.
+    pub fn kill_all(&self) -> Result<()> {
+        if !self.exists_any() {
+            return Ok(());
+        }
+        let frozen = self.freeze().is_ok();
+        for pid in self.pids() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        if frozen {
+            self.thaw()?;
+        }
+        let until = Instant::now() + REAP_TIMEOUT;
+        loop {
+            let left = self.pids();
+            if left.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                return Err(err(&self.path, format!("tasks {left:?} survived SIGKILL")));
+            }
+            for pid in left {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Kills what is left and removes the cgroup from every hierarchy.
+    pub fn remove(&self) -> Result<()> {
+        self.kill_all()?;
+        let until = Instant::now() + REAP_TIMEOUT;
+        for d in self.dirs() {
+            // rmdir can briefly answer EBUSY while the kernel finishes exits.
+            loop {
+                match fs::remove_dir(&d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() > until => {
+                        return Err(err(&self.path, format!("rmdir {}: {e}", d.display())));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of the cgroups directly under `parent` (in any controller): the
+    /// agent compares them with its records to remove leftovers.
+    pub fn children(mode: CgroupMode, parent: &str) -> Result<Vec<String>> {
+        let cg = Cgroup::load(mode, parent)?;
+        let mut names = Vec::new();
+        for d in cg.dirs() {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+fn write_if_present(path: &Path, value: &str) -> Result<()> {
+    match fs::write(path, value) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Cgroup(format!("{}: {e}", path.display()))),
+    }
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// A value from a flat-keyed file such as `memory.events` or `cpu.stat`.
+fn read_keyed(path: &Path, key: &str) -> Option<u64> {
+    parse_keyed(&fs::read_to_string(path).ok()?, key)
+}
+
+fn parse_keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_leave_the_parent_are_refused() {
+        for bad in [
+            "",
+            "/dedge",
+            "dedge/../x",
+            "dedge//x",
+            "dedge/.",
+            "a b",
+            "x\n",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad:?} accepted");
+        }
+        check_path("dedge/lease-01.a_b").unwrap();
+    }
+
+    #[test]
+    fn keyed_files_are_read_by_exact_key() {
+        let oom = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(parse_keyed(oom, "oom_kill"), Some(3));
+        assert_eq!(
+            parse_keyed("usage_usec 1500\nuser_usec 1000\n", "usage_usec"),
+            Some(1500)
+        );
+        assert_eq!(parse_keyed("oom_kill_disable 1\n", "oom_kill"), None);
+    }
+}

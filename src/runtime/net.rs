@@ -1,0 +1,119 @@
+//! Ways out of a container's network namespace, which has only loopback.
+//!
+//! A helper thread enters the namespace (`setns`), binds a listening socket
+//! on the container's 127.0.0.1, and exits; the socket stays in that
+//! namespace while the agent accepts on it from its own. Each connection is
+//! relayed to one host address fixed by the agent (the EdgeX bridge, a
+//! buyer's declared backend). No veth, no iptables, no route out other
+//! than the ones opened here.
+
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use nix::sched::{CloneFlags, setns};
+
+use super::{Error, Result};
+
+/// A listening port inside a container, relayed to a host address. Dropping
+/// it closes the port.
+pub struct Forward {
+    inside: SocketAddr,
+    listener: Arc<TcpListener>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Forward {
+    /// Listens on 127.0.0.1:`port` in the network namespace of process
+    /// `pid` (a container's init; 0 picks a free port) and relays every
+    /// connection to `target`.
+    pub fn open(pid: i32, port: u16, target: SocketAddr) -> Result<Forward> {
+        let ns_path = format!("/proc/{pid}/ns/net");
+        let ns = std::fs::File::open(&ns_path).map_err(|e| Error::Io {
+            path: ns_path.clone(),
+            source: e,
+        })?;
+        // Network namespaces are per thread: only this short-lived thread
+        // ever changes its own; the agent's threads stay on the host.
+        let listener = std::thread::spawn(move || -> io::Result<TcpListener> {
+            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            TcpListener::bind(("127.0.0.1", port))
+        })
+        .join()
+        .map_err(|_| Error::Sandbox("port-forward helper thread panicked".into()))?
+        .map_err(|e| {
+            Error::Sandbox(format!(
+                "listen on 127.0.0.1:{port} in pid {pid}'s network: {e}"
+            ))
+        })?;
+        let inside = listener
+            .local_addr()
+            .map_err(|e| Error::Sandbox(format!("local address: {e}")))?;
+        let listener = Arc::new(listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let accept = {
+            let (listener, stop) = (listener.clone(), stop.clone());
+            std::thread::spawn(move || accept_loop(&listener, &stop, target))
+        };
+        log::debug!("forwarding {inside} in pid {pid}'s network to {target}");
+        Ok(Forward {
+            inside,
+            listener,
+            stop,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address the container connects to.
+    pub fn inside(&self) -> SocketAddr {
+        self.inside
+    }
+}
+
+impl Drop for Forward {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // SAFETY: shutdown on a socket fd we still own (the Arc keeps the
+        // listener open); it wakes the blocked accept with an error.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, stop: &AtomicBool, target: SocketAddr) {
+    for conn in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(inside) = conn else { continue };
+        // Connections are relayed from the agent's namespace (this thread
+        // never entered the container's).
+        std::thread::spawn(move || match TcpStream::connect(target) {
+            Ok(outside) => relay(inside, outside),
+            Err(e) => {
+                log::warn!("forward to {target}: {e}");
+                let _ = inside.shutdown(Shutdown::Both);
+            }
+        });
+    }
+}
+
+/// Copies both ways until either side closes.
+fn relay(a: TcpStream, b: TcpStream) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = io::copy(&mut &a2, &mut &b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let _ = io::copy(&mut &b, &mut &a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = up.join();
+}
