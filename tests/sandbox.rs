@@ -143,8 +143,13 @@ impl Env {
             .unpack(&img, &rootfs, Options::default())
             .unwrap();
         let spec = self.spec(image, &rootfs, cmd, limits);
-        self.rt()
-            .create(id, Rootfs::Prepared, &spec, Stdio::Logs { cap: 64 * 1024 })
+        self.rt().create(
+            id,
+            Rootfs::Prepared,
+            &spec,
+            Stdio::Logs { cap: 64 * 1024 },
+            false,
+        )
     }
 
     /// Creates, starts and waits; returns the record and stdout.
@@ -711,4 +716,83 @@ fn runs_an_image_that_went_through_a_docker_archive() {
         (r.exit, out.as_str()),
         (Some(Exit::Code(0)), "through docker-archive\n")
     );
+}
+
+/// `dedge sandbox run` as a newcomer types it: an image path, limits, a
+/// command; the command's output and exit status come straight back.
+#[test]
+fn sandbox_run_on_the_command_line() {
+    if !can_run("sandbox_run_on_the_command_line") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = build_image(
+        dir.path(),
+        "cli",
+        |root| install_busybox(root, &[]),
+        &[
+            "--config.cmd",
+            "sh",
+            "--config.cmd",
+            "-c",
+            "--config.cmd",
+            "echo hello from $(hostname)",
+        ],
+    );
+    let boards = dir.path().join("boards");
+    std::fs::create_dir(&boards).unwrap();
+    let board = boards.join("dev.toml");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml"),
+        &board,
+    )
+    .unwrap();
+    let image = format!("{}:cli", layout.display());
+    let dedge = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(["sandbox", "run", "--board"])
+            .arg(&board)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = dedge(&[
+        "--name", "first", &image, "--memory", "64M", "--pids", "64", "--cpus", "0.5",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "hello from first\n"), "{err}");
+    let (code, out, _) = dedge(&[&image, "--", "sh", "-c", "echo $A; exit 42", "--env", "A=b"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (42, "\n"),
+        "arguments after the command belong to it"
+    );
+    let (code, out, _) = dedge(&["--env", "A=b", &image, "sh", "-c", "echo $A; exit 42"]);
+    assert_eq!((code, out.as_str()), (42, "b\n"));
+    let (code, _, err) = dedge(&[
+        "--memory",
+        "16M",
+        &image,
+        "sh",
+        "-c",
+        "x=0123456789; while :; do x=$x$x; done",
+    ]);
+    assert_eq!(code, 137);
+    assert!(err.contains("out of memory"), "{err}");
+    let (code, _, err) = dedge(&["--memory", "3", &image]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--memory 3"), "{err}");
+    let (code, _, err) = dedge(&["--cpus", "lots", &image]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--cpus lots"), "{err}");
+    let (code, _, err) = dedge(&["no-such-image"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no image named `no-such-image`"), "{err}");
+    // Nothing is left behind: no container directory, no cgroup.
+    let data = dir.path().join("target/dev-gateway/data/sandbox");
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
 }

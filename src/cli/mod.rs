@@ -9,6 +9,7 @@ mod image;
 mod key;
 mod lease;
 mod market;
+mod sandbox;
 mod version;
 
 use std::ffi::OsString;
@@ -27,13 +28,15 @@ Commands:
   lease propose|accept|fee|terminate|show|invoice
                                  the market steps of a lease
   image import|ls|rm|gc          the verified image store
+  sandbox run IMAGE [CMD...]     run a command in a lease's sandbox (root)
   version                        print version, git commit and target triple
   help [command]                 print help
 
 Environment:
   DEDGE_LOG   log level: error, warn, info, debug, trace
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error;
+`sandbox run` exits with its command's status.
 Run `dedge <command> --help` for a command's options.
 ";
 
@@ -52,12 +55,16 @@ pub enum Error {
     /// Whoever read our output went away (`dedge ... | head`): not a failure.
     #[error("stdout closed")]
     StdoutClosed,
+    /// A sandboxed command ended with this status; passed on silently.
+    #[error("exited with status {0}")]
+    Exited(u8),
 }
 
 impl Error {
     pub const fn exit_code(&self) -> u8 {
         match self {
             Error::StdoutClosed => 0,
+            Error::Exited(code) => *code,
             Error::Runtime(_) => 1,
             Error::Usage(_) | Error::Config(_) => 2,
         }
@@ -75,6 +82,7 @@ pub fn main() -> ExitCode {
     crate::logger::init(log::LevelFilter::Info, Default::default());
     match run(std::env::args_os().skip(1).collect()) {
         Ok(()) | Err(Error::StdoutClosed) => ExitCode::SUCCESS,
+        Err(Error::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             err_line(format_args!("dedge: {e}"));
             ExitCode::from(e.exit_code())
@@ -101,6 +109,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "market" => market::run(parser),
         "lease" => lease::run(parser),
         "image" => image::run(parser),
+        "sandbox" => sandbox::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
         other => Err(Error::Usage(format!("unknown command `{other}`"))),
@@ -119,6 +128,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "market" => market::USAGE,
             "lease" => lease::USAGE,
             "image" => image::USAGE,
+            "sandbox" => sandbox::USAGE,
             "version" => version::USAGE,
             other => {
                 return Err(Error::Usage(format!(

@@ -122,6 +122,9 @@ pub struct Record {
     pub created_unix: u64,
     pub exit: Option<Exit>,
     pub oom_kills: u64,
+    /// Removed by recovery once stopped (the CLI's containers without
+    /// `--keep`, if the CLI was killed before it could remove them).
+    pub auto_remove: bool,
 }
 
 /// Where a container's root filesystem comes from.
@@ -226,7 +229,14 @@ impl Runtime {
 
     /// Sets the sandbox up (cgroup, namespaces, mounts, privileges) and
     /// leaves init waiting to exec. On failure nothing is left behind.
-    pub fn create(&self, id: &str, rootfs: Rootfs, spec: &Spec, stdio: Stdio) -> Result<Record> {
+    pub fn create(
+        &self,
+        id: &str,
+        rootfs: Rootfs,
+        spec: &Spec,
+        stdio: Stdio,
+        auto_remove: bool,
+    ) -> Result<Record> {
         check_id(id)?;
         if self.records.get::<Record>(id)?.is_some() {
             return Err(Error::Container(id.into(), "already exists".into()));
@@ -290,13 +300,14 @@ impl Runtime {
                 .map_or(0, |d| d.as_secs()),
             exit: None,
             oom_kills: 0,
+            auto_remove,
         };
         if let Err(e) = self.save(&record) {
             let _ = cgroup.remove();
             return Err(cleanup(e));
         }
         self.lock_waiting().insert(id.to_string(), spawned);
-        log::info!("container {id}: created (init pid {})", init.pid);
+        log::debug!("container {id}: created (init pid {})", init.pid);
         Ok(record)
     }
 
@@ -341,7 +352,7 @@ impl Runtime {
             Ok(()) => {
                 r.state = State::Running;
                 self.save(&r)?;
-                log::info!("container {id}: started");
+                log::debug!("container {id}: started");
                 Ok(r)
             }
             Err(e) => {
@@ -405,22 +416,31 @@ impl Runtime {
         self.wait(id, Some(Duration::from_secs(10)))
     }
 
-    /// Waits until the container has ended (`None`: as long as it takes).
-    /// Errors with `ETIMEDOUT` inside when `timeout` passes first.
+    /// Waits until the container has ended (`None`: as long as it takes);
+    /// an error if `timeout` passes first.
     pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<Record> {
+        self.wait_for(id, timeout)?
+            .ok_or_else(|| Error::Container(id.into(), format!("still running after {timeout:?}")))
+    }
+
+    /// As `wait`, but `Ok(None)` when `timeout` passes first.
+    pub fn wait_for(&self, id: &str, timeout: Option<Duration>) -> Result<Option<Record>> {
         let mut r = self.get(id)?;
         if r.state == State::Stopped {
-            return Ok(r);
+            return Ok(Some(r));
         }
-        wait_for_exit(r.shim, timeout)
-            .map_err(|e| Error::Container(id.into(), format!("wait: {e}")))?;
+        match wait_for_exit(r.shim, timeout) {
+            Ok(()) => {}
+            Err(Errno::ETIMEDOUT) => return Ok(None),
+            Err(e) => return Err(Error::Container(id.into(), format!("wait: {e}"))),
+        }
         let dir = self.container_dir(id);
         r.exit = Some(process::read_exit(&dir).map_or(Exit::Unknown, Exit::from_wait_status));
         r.oom_kills = self.cgroup(&r).map_or(0, |c| c.stats().oom_kills);
         r.state = State::Stopped;
         self.save(&r)?;
         self.lock_waiting().remove(id);
-        log::info!(
+        log::debug!(
             "container {id}: {}{}",
             r.exit.unwrap_or(Exit::Unknown),
             if r.oom_kills > 0 {
@@ -429,7 +449,7 @@ impl Runtime {
                 ""
             }
         );
-        Ok(r)
+        Ok(Some(r))
     }
 
     pub fn stats(&self, id: &str) -> Result<Stats> {
@@ -457,7 +477,7 @@ impl Runtime {
             self.kill(id, Duration::ZERO)?;
         }
         self.remove_everything(&r)?;
-        log::info!("container {id}: deleted");
+        log::debug!("container {id}: deleted");
         Ok(())
     }
 
@@ -501,9 +521,12 @@ impl Runtime {
                     r.oom_kills = self.cgroup(&r).map_or(0, |c| c.stats().oom_kills);
                     r.state = State::Stopped;
                     self.save(&r)?;
-                    log::info!("container {}: ended while the agent was away", r.id);
+                    log::info!("container {}: ended while no runtime was watching", r.id);
                 }
                 State::Stopped => {}
+            }
+            if r.state == State::Stopped && r.auto_remove {
+                self.remove_everything(&r)?;
             }
         }
         let known: Vec<String> = self.list()?.into_iter().map(|r| r.id).collect();

@@ -478,18 +478,16 @@ fn read_status(fd: &OwnedFd) -> std::result::Result<Option<(Step, Errno)>, Errno
 
 fn run_shim(plan: &Plan, fds: Fds) -> ! {
     sys::ignore_sigpipe();
-    if plan.die_with_parent {
-        // Dies with the CLI; the race with an already-dead parent is
-        // closed by comparing the parent pid afterwards.
-        if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_err()
-            || sys::getppid() != plan.parent
-        {
-            sys::exit_now(1);
-        }
-    } else {
-        // Detached from the agent's terminal and process group: a Ctrl-C
-        // or a restart of the agent leaves the container running.
-        let _ = sys::setsid();
+    // Out of the caller's terminal session: a Ctrl-C reaches the agent or
+    // CLI, which decides; a restarted agent finds the container running.
+    let _ = sys::setsid();
+    // The CLI's containers die with it; the race with an already-dead
+    // parent is closed by comparing the parent pid afterwards.
+    if plan.die_with_parent
+        && (sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_err()
+            || sys::getppid() != plan.parent)
+    {
+        sys::exit_now(1);
     }
     let mut keep = [
         fds.report_w,
