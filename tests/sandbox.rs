@@ -795,4 +795,9 @@ fn sandbox_run_on_the_command_line() {
     // Nothing is left behind: no container directory, no cgroup.
     let data = dir.path().join("target/dev-gateway/data/sandbox");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+    let cli_cgroups = Cgroup::children(CgroupMode::Auto, "dedge").unwrap();
+    assert!(
+        !cli_cgroups.iter().any(|c| c.starts_with("cli-")),
+        "the CLI left its cgroup parent behind: {cli_cgroups:?}"
+    );
 }

@@ -11,7 +11,7 @@ use super::chain_args::runtime;
 use super::{Error, say};
 use crate::board::BoardFile;
 use crate::board::values::{Arch, CgroupMode};
-use crate::runtime::cgroup::Limits;
+use crate::runtime::cgroup::{Cgroup, Limits};
 use crate::runtime::container::{Config, Rootfs, Runtime, Stdio};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform, RunConfig};
 use crate::runtime::spec::{Overrides, Spec};
@@ -203,17 +203,18 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             data.display()
         ))
     })?;
+    let parent = cgroup_parent(&data);
     let rt = Runtime::open(
         Config {
             dir: data.join("sandbox"),
             cgroup,
-            cgroup_parent: cgroup_parent(&data),
+            cgroup_parent: parent.clone(),
             die_with_parent: true,
         },
         &state,
     )
     .map_err(runtime)?;
-    match a.sub.as_str() {
+    let result = match a.sub.as_str() {
         "run" => run_one(&a, &rt, &data, &state, arch),
         "ls" => {
             for r in rt.list().map_err(runtime)? {
@@ -230,7 +231,11 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             rt.delete(id).map_err(runtime)
         }
         other => Err(Error::Usage(format!("unknown sandbox command `{other}`"))),
+    };
+    if let Ok(cg) = Cgroup::load(cgroup, &parent) {
+        cg.remove_if_empty();
     }
+    result
 }
 
 fn run_one(a: &Args, rt: &Runtime, data: &Path, state: &Store, arch: Arch) -> Result<(), Error> {

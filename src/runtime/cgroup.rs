@@ -393,6 +393,14 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Removes the cgroup if nothing is in it (no tasks, no children); a
+    /// parent left by a short-lived runtime (the CLI) goes this way.
+    pub fn remove_if_empty(&self) {
+        for d in self.dirs() {
+            let _ = fs::remove_dir(&d);
+        }
+    }
+
     /// Names of the cgroups directly under `parent` (in any controller): the
     /// agent compares them with its records to remove leftovers.
     pub fn children(mode: CgroupMode, parent: &str) -> Result<Vec<String>> {
