@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use dedge::board::host::CgroupSupport;
 use dedge::board::values::{Arch, CgroupMode};
 use dedge::runtime::cgroup::{Cgroup, Limits};
-use dedge::runtime::container::{Config, Exit, Record, Rootfs, Runtime, State, Stdio};
+use dedge::runtime::container::{Config, Exit, Record, RecordStore, Rootfs, Runtime, State, Stdio};
 use dedge::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
 use dedge::runtime::net::Forward;
 use dedge::runtime::spec::{Overrides, Spec};
@@ -56,10 +56,16 @@ struct Env {
     images: ImageStore,
     rt: Option<Runtime>,
     parent: String,
+    /// Records as files (the CLI's way) instead of in sled (the agent's).
+    files: bool,
 }
 
 impl Env {
     fn new() -> Env {
+        Env::with_records(false)
+    }
+
+    fn with_records(files: bool) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::temporary().unwrap();
         let images =
@@ -75,6 +81,7 @@ impl Env {
             images,
             rt: None,
             parent,
+            files,
         };
         env.rt = Some(env.open_runtime());
         env
@@ -91,7 +98,12 @@ impl Env {
 
     /// A second runtime on the same state, as an agent after a restart.
     fn open_runtime(&self) -> Runtime {
-        Runtime::open(self.config(), &self.store).unwrap()
+        let records = if self.files {
+            RecordStore::Files
+        } else {
+            RecordStore::sled(&self.store).unwrap()
+        };
+        Runtime::open(self.config(), records).unwrap()
     }
 
     fn rt(&self) -> &Runtime {
@@ -442,7 +454,12 @@ fn a_restarted_agent_finds_its_containers_and_cleans_the_rest() {
     if !can_run("a_restarted_agent_finds_its_containers_and_cleans_the_rest") {
         return;
     }
-    let mut env = Env::new();
+    for files in [false, true] {
+        restart_recovery(Env::with_records(files));
+    }
+}
+
+fn restart_recovery(mut env: Env) {
     env.image("r", |_| {}, &[]);
     env.create("long", "r", &["sleep", "100"], limits(32, 16, 500))
         .unwrap();

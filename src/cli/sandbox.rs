@@ -12,7 +12,7 @@ use super::{Error, say};
 use crate::board::BoardFile;
 use crate::board::values::{Arch, CgroupMode};
 use crate::runtime::cgroup::{Cgroup, Limits};
-use crate::runtime::container::{Config, Rootfs, Runtime, Stdio};
+use crate::runtime::container::{Config, RecordStore, Rootfs, Runtime, Stdio};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform, RunConfig};
 use crate::runtime::spec::{Overrides, Spec};
 use crate::runtime::unpack::Options;
@@ -196,14 +196,9 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             CgroupMode::Auto,
         ),
     };
-    let state_path = data.join("cli");
-    let state = Store::open(&state_path).map_err(|e| {
-        Error::Runtime(format!(
-            "{e} (is another dedge command using {}?)",
-            data.display()
-        ))
-    })?;
     let parent = cgroup_parent(&data);
+    // Records as files: a one-shot command should not open (and lock) the
+    // state database just to run a container; images still live there.
     let rt = Runtime::open(
         Config {
             dir: data.join("sandbox"),
@@ -211,11 +206,11 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             cgroup_parent: parent.clone(),
             die_with_parent: true,
         },
-        &state,
+        RecordStore::Files,
     )
     .map_err(runtime)?;
     let result = match a.sub.as_str() {
-        "run" => run_one(&a, &rt, &data, &state, arch),
+        "run" => run_one(&a, &rt, &data, arch),
         "ls" => {
             for r in rt.list().map_err(runtime)? {
                 let exit = r.exit.map_or(String::new(), |e| format!(" {e}"));
@@ -238,7 +233,7 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
     result
 }
 
-fn run_one(a: &Args, rt: &Runtime, data: &Path, state: &Store, arch: Arch) -> Result<(), Error> {
+fn run_one(a: &Args, rt: &Runtime, data: &Path, arch: Arch) -> Result<(), Error> {
     let id = a
         .name
         .clone()
@@ -246,7 +241,13 @@ fn run_one(a: &Args, rt: &Runtime, data: &Path, state: &Store, arch: Arch) -> Re
     let (rootfs, run_config) = match (&a.rootfs, &a.image) {
         (Some(dir), None) => (Rootfs::External(dir.clone()), RunConfig::default()),
         (None, Some(image)) => {
-            let images = ImageStore::open(&data.join("images"), state, ImageLimits::default())
+            let state = Store::open(&data.join("cli")).map_err(|e| {
+                Error::Runtime(format!(
+                    "{e} (is another dedge command using {}?)",
+                    data.display()
+                ))
+            })?;
+            let images = ImageStore::open(&data.join("images"), &state, ImageLimits::default())
                 .map_err(runtime)?;
             let img = find_image(&images, image, arch)?;
             let dir = rt.prepare(&id).map_err(runtime)?;

@@ -347,7 +347,9 @@ impl Cgroup {
     /// killed, then SIGKILL to each, thawed so the kills land, and waited
     /// for until the cgroup is empty.
     pub fn kill_all(&self) -> Result<()> {
-        if !self.exists_any() {
+        if !self.exists_any() || self.pids().is_empty() {
+            // Nothing to kill (the usual case once init has exited: its
+            // PID namespace took every other task with it).
             return Ok(());
         }
         let frozen = self.freeze().is_ok();

@@ -147,10 +147,27 @@ pub enum Stdio {
     },
 }
 
+/// Where container records are kept.
+pub enum RecordStore {
+    /// A tree of the agent's state database, opened once at start.
+    Sled(Tree),
+    /// A `record` file in each container's directory, replaced atomically:
+    /// for the one-shot CLI, which would otherwise open a database (about
+    /// 10 ms) for every run.
+    Files,
+}
+
+impl RecordStore {
+    /// The `containers` tree of `store`.
+    pub fn sled(store: &Store) -> Result<RecordStore> {
+        Ok(RecordStore::Sled(store.tree("containers")?))
+    }
+}
+
 /// Containers of one agent (or one CLI), under one cgroup parent.
 pub struct Runtime {
     dir: PathBuf,
-    records: Tree,
+    records: RecordStore,
     mode: CgroupMode,
     parent: String,
     /// Pipes to containers waiting for `start`; lost on restart, which is
@@ -190,10 +207,10 @@ pub struct Config {
 
 impl Runtime {
     /// Opens the runtime and recovers what an earlier run left.
-    pub fn open(cfg: Config, store: &Store) -> Result<Runtime> {
+    pub fn open(cfg: Config, records: RecordStore) -> Result<Runtime> {
         fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         let rt = Runtime {
-            records: store.tree("containers")?,
+            records,
             dir: cfg.dir,
             mode: cfg.cgroup,
             parent: cfg.cgroup_parent,
@@ -216,7 +233,7 @@ impl Runtime {
     /// image to be unpacked into before `create`.
     pub fn prepare(&self, id: &str) -> Result<PathBuf> {
         check_id(id)?;
-        if self.records.get::<Record>(id)?.is_some() {
+        if self.find(id)?.is_some() {
             return Err(Error::Container(id.into(), "already exists".into()));
         }
         let dir = self.container_dir(id);
@@ -238,7 +255,7 @@ impl Runtime {
         auto_remove: bool,
     ) -> Result<Record> {
         check_id(id)?;
-        if self.records.get::<Record>(id)?.is_some() {
+        if self.find(id)?.is_some() {
             return Err(Error::Container(id.into(), "already exists".into()));
         }
         let dir = self.container_dir(id);
@@ -316,23 +333,75 @@ impl Runtime {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Makes `r` durable before anything acts on it.
     fn save(&self, r: &Record) -> Result<()> {
-        self.records.put(&r.id, r)?;
-        self.records.flush()?;
+        match &self.records {
+            RecordStore::Sled(tree) => {
+                tree.put(&r.id, r)?;
+                tree.flush()?;
+            }
+            RecordStore::Files => {
+                let dir = self.container_dir(&r.id);
+                let bytes = postcard::to_allocvec(r)
+                    .map_err(|e| Error::Container(r.id.clone(), format!("encode record: {e}")))?;
+                let tmp = dir.join("record.tmp");
+                let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
+                std::io::Write::write_all(&mut f, &bytes).map_err(io(&tmp))?;
+                f.sync_all().map_err(io(&tmp))?;
+                fs::rename(&tmp, dir.join("record")).map_err(io(&tmp))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn find(&self, id: &str) -> Result<Option<Record>> {
+        match &self.records {
+            RecordStore::Sled(tree) => Ok(tree.get(id)?),
+            RecordStore::Files => {
+                let path = self.container_dir(id).join("record");
+                match fs::read(&path) {
+                    Ok(b) => postcard::from_bytes(&b).map(Some).map_err(|e| {
+                        Error::Container(id.into(), format!("record is corrupt: {e}"))
+                    }),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(io(&path)(e)),
+                }
+            }
+        }
+    }
+
+    fn forget(&self, id: &str) -> Result<()> {
+        if let RecordStore::Sled(tree) = &self.records {
+            tree.remove(id)?;
+            tree.flush()?;
+        }
+        // Files: the record went with the container's directory.
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Record> {
-        self.records
-            .get(id)?
+        self.find(id)?
             .ok_or_else(|| Error::NoSuchContainer(id.to_string()))
     }
 
     pub fn list(&self) -> Result<Vec<Record>> {
-        self.records
-            .iter::<Record>()
-            .map(|r| r.map(|(_, v)| v).map_err(Error::from))
-            .collect()
+        match &self.records {
+            RecordStore::Sled(tree) => tree
+                .iter::<Record>()
+                .map(|r| r.map(|(_, v)| v).map_err(Error::from))
+                .collect(),
+            RecordStore::Files => {
+                let mut out = Vec::new();
+                for e in fs::read_dir(&self.dir).map_err(io(&self.dir))?.flatten() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    if check_id(&id).is_ok() {
+                        out.extend(self.find(&id)?);
+                    }
+                }
+                out.sort_by(|a, b| a.id.cmp(&b.id));
+                Ok(out)
+            }
+        }
     }
 
     /// Execs the command. If the program cannot be executed the container
@@ -494,9 +563,7 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(&dir)(e)),
         }
-        self.records.remove(&r.id)?;
-        self.records.flush()?;
-        Ok(())
+        self.forget(&r.id)
     }
 
     /// After a restart: re-attach running containers, finish the record of

@@ -65,6 +65,7 @@ pub enum Step {
     Stdio,
     Session,
     Namespaces,
+    CgroupNamespace,
     Private,
     BindRootfs,
     PivotRoot,
@@ -92,6 +93,7 @@ const STEPS: &[Step] = &[
     Step::Stdio,
     Step::Session,
     Step::Namespaces,
+    Step::CgroupNamespace,
     Step::Private,
     Step::BindRootfs,
     Step::PivotRoot,
@@ -120,7 +122,8 @@ impl Step {
             Step::Ready => "get ready",
             Step::Stdio => "connect stdin/stdout/stderr",
             Step::Session => "start a new session",
-            Step::Namespaces => "create the mount, UTS, IPC, network and cgroup namespaces",
+            Step::Namespaces => "create the mount, UTS, IPC and network namespaces",
+            Step::CgroupNamespace => "create the cgroup namespace",
             Step::Private => "make the mounts private",
             Step::BindRootfs => "bind-mount the rootfs",
             Step::PivotRoot => "pivot_root into the rootfs",
@@ -399,11 +402,22 @@ pub fn spawn(plan: &Plan, output: Output, cgroup: &Cgroup) -> Result<Spawned> {
         Error::Sandbox(why)
     };
     if let Err(e) = cgroup.add(init) {
-        return Err(kill_init(e.to_string()));
+        // Most often init already failed a step and exited: say which.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let why = match read_status(&status_r) {
+            Ok(Some((step, errno))) if step != Step::Ready => {
+                format!("sandbox setup failed: cannot {}: {errno}", step.what())
+            }
+            _ => e.to_string(),
+        };
+        return Err(kill_init(why));
     }
-    if let Err(e) = sys::write_all(go_w.as_raw_fd(), b"g") {
-        return Err(kill_init(format!("init is gone: {e}")));
-    }
+    // If init already failed a step, this write fails and the status
+    // pipe below says which step.
+    let _ = sys::write_all(go_w.as_raw_fd(), b"g");
     drop(go_w);
     match read_status(&status_r) {
         Ok(Some((Step::Ready, _))) => Ok(Spawned {
@@ -666,11 +680,6 @@ fn run_init(plan: &Plan, fds: Fds) -> ! {
     ] {
         sys::close(fd);
     }
-    // The agent writes "go" once init is in the lease's cgroup.
-    match sys::read_byte(fds.go_r) {
-        Ok(Some(_)) => sys::close(fds.go_r),
-        _ => sys::exit_now(1),
-    }
     sys::reset_signals();
     step(Step::Stdio, stdio(&fds));
     step(Step::Session, sys::setsid());
@@ -678,11 +687,7 @@ fn run_init(plan: &Plan, fds: Fds) -> ! {
     step(
         Step::Namespaces,
         sys::unshare(
-            libc::CLONE_NEWNS
-                | libc::CLONE_NEWUTS
-                | libc::CLONE_NEWIPC
-                | libc::CLONE_NEWNET
-                | libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC | libc::CLONE_NEWNET,
         ),
     );
     step(Step::Private, rootfs::make_private(&real));
@@ -694,6 +699,15 @@ fn run_init(plan: &Plan, fds: Fds) -> ! {
     step(Step::Tmp, rootfs::mount_tmp(&real, &plan.tmp_opts));
     step(Step::SealRootfs, rootfs::seal_rootfs(&real));
     sys::umask(0o022);
+    // The agent moves init into the lease's cgroup while the mounts above
+    // are made (on cgroup v1 the move can wait a few ms for an RCU grace
+    // period), then writes "go". Nothing of the image has run yet; the
+    // cgroup namespace is created only now, rooted at the lease's cgroup.
+    match sys::read_byte(fds.go_r) {
+        Ok(Some(_)) => sys::close(fds.go_r),
+        _ => sys::exit_now(1),
+    }
+    step(Step::CgroupNamespace, sys::unshare(libc::CLONE_NEWCGROUP));
     step(Step::Hostname, sys::sethostname(plan.hostname.as_bytes()));
     step(Step::Loopback, sys::loopback_up());
     step(Step::Rlimits, rlimits());
@@ -774,4 +788,20 @@ pub fn read_exit(dir: &Path) -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_decode_to_themselves() {
+        for (i, step) in STEPS.iter().enumerate() {
+            assert_eq!(
+                *step as u32 as usize, i,
+                "{step:?} is out of order in STEPS"
+            );
+        }
+        assert_eq!(STEPS.last(), Some(&Step::Exec));
+    }
 }
