@@ -91,7 +91,7 @@ fn bench() -> Result<(), String> {
     type Cmd = Box<dyn FnMut() -> String>;
     println!(
         "start-to-exit of /bin/true, memory {} MiB + pids {PIDS} (+ CPU 1 core), {runs} runs each, \
-         interleaved in rotating order, {} ms idle before each:",
+         interleaved in random order, {} ms idle before each:",
         MEMORY >> 20,
         pause().as_millis()
     );
@@ -124,16 +124,19 @@ fn bench() -> Result<(), String> {
             time_wrapped(&cmd())?;
         }
     }
-    // Interleaved, in a rotating order, with a pause before each run: on
-    // cgroup v1 moving a task into a cgroup waits for an RCU grace period
-    // unless another move happened just before, so a runtime that always
-    // ran right after another would be measured warm.
+    // Interleaved in a fresh random order each round, with a pause before
+    // each run: on cgroup v1 moving a task into a cgroup waits for an RCU
+    // grace period unless another move happened just before, so a runtime
+    // that always ran right after another would be measured warm.
     let mut samples: Vec<Vec<(Duration, u64)>> = vec![Vec::new(); runtimes.len()];
-    let n = runtimes.len();
     let pause = pause();
-    for round in 0..runs {
-        for k in 0..n {
-            let i = (round + k) % n;
+    let mut order: Vec<usize> = (0..runtimes.len()).collect();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..runs {
+        for k in (1..order.len()).rev() {
+            order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+        }
+        for &i in &order {
             std::thread::sleep(pause);
             samples[i].push(time_wrapped(&(runtimes[i].1)())?);
         }
@@ -173,6 +176,18 @@ fn bench() -> Result<(), String> {
         let _ = Command::new(runtime).args(["delete", "-f", id]).output();
     }
     unpack_bench(dir, &layout)
+}
+
+/// xorshift64: a fixed-seed shuffle, so runs are reproducible.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 /// Runs `cmd` the way crun needs on this machine; returns wall time and the
@@ -291,8 +306,14 @@ fn unpack_bench(dir: &Path, layout: &Path) -> Result<(), String> {
     let mut t = [Vec::new(), Vec::new(), Vec::new()];
     for k in 0..K {
         let out = dir.join(format!("u{k}"));
-        for (i, target) in ["dedge", "tar", "umoci"].iter().enumerate() {
+        // Rotating order, and dirty pages written back before each one, so
+        // no tool pays for another's writeback.
+        for j in 0..3 {
+            let i = (k + j) % 3;
+            let target = ["dedge", "tar", "umoci"][i];
             let dst = out.join(target);
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
             let t0 = Instant::now();
             match i {
                 0 => {

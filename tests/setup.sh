@@ -18,11 +18,15 @@ rustup component list --installed | grep -q '^clippy' || rustup component add cl
 cross/install-deps.sh
 
 # Real image tools for the runtime tests: umoci builds OCI layouts, skopeo
-# converts them, busybox-static is the payload.
+# converts them, busybox-static is the payload (statically linked: it runs
+# in an image with no libc); crun and runc are the sandbox benchmark's
+# references.
 need=()
 command -v umoci >/dev/null || need+=(umoci)
 command -v skopeo >/dev/null || need+=(skopeo)
-[ -x /bin/busybox ] || need+=(busybox-static)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v crun >/dev/null || need+=(crun)
+command -v runc >/dev/null || need+=(runc)
 if [ ${#need[@]} -gt 0 ]; then
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
     as_root apt-get update -qq
