@@ -6,6 +6,7 @@ pub mod board;
 pub mod chain;
 pub mod channel;
 pub mod cli;
+pub mod ipfs;
 pub mod logger;
 pub mod market;
 pub mod runtime;

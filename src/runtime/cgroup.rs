@@ -11,12 +11,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cgroups_rs::cpu::CpuController;
-use cgroups_rs::freezer::{FreezerController, FreezerState};
-use cgroups_rs::hierarchies::{self, V1, V2};
-use cgroups_rs::memory::{MemController, SetMemory};
-use cgroups_rs::pid::PidController;
-use cgroups_rs::{CgroupPid, Controller, Hierarchy, MaxValue};
+use cgroups_rs::CgroupPid;
+use cgroups_rs::FreezerState;
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::freezer::FreezerController;
+use cgroups_rs::fs::hierarchies::{self, V1, V2};
+use cgroups_rs::fs::memory::{MemController, SetMemory};
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Controller, Hierarchy, MaxValue};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -59,7 +61,7 @@ pub struct Stats {
 
 /// One lease's control group, at the same relative path in every hierarchy.
 pub struct Cgroup {
-    cg: cgroups_rs::Cgroup,
+    cg: cgroups_rs::fs::Cgroup,
     path: String,
     v2: bool,
 }
@@ -121,7 +123,8 @@ impl Cgroup {
         check_path(path)?;
         let hier = hierarchy(mode)?;
         let v2 = hier.v2();
-        let cg = cgroups_rs::Cgroup::load_with_specified_controllers(hier, path, controllers(v2));
+        let cg =
+            cgroups_rs::fs::Cgroup::load_with_specified_controllers(hier, path, controllers(v2));
         Ok(Cgroup {
             cg,
             path: path.to_string(),
@@ -196,7 +199,7 @@ impl Cgroup {
             let have = [
                 self.cg.controller_of::<CpuController>().is_some(),
                 self.cg
-                    .controller_of::<cgroups_rs::cpuacct::CpuAcctController>()
+                    .controller_of::<cgroups_rs::fs::cpuacct::CpuAcctController>()
                     .is_some(),
                 self.cg.controller_of::<MemController>().is_some(),
                 self.cg.controller_of::<PidController>().is_some(),
@@ -221,8 +224,8 @@ impl Cgroup {
 
     fn controller<'a, T>(&'a self) -> Result<&'a T>
     where
-        T: Controller + cgroups_rs::ControllIdentifier,
-        &'a T: From<&'a cgroups_rs::Subsystem>,
+        T: Controller + cgroups_rs::fs::ControllIdentifier,
+        &'a T: From<&'a cgroups_rs::fs::Subsystem>,
     {
         self.cg
             .controller_of::<T>()
@@ -252,7 +255,7 @@ impl Cgroup {
         let e = |what: &str| {
             let path = self.path.clone();
             let what = what.to_string();
-            move |x: cgroups_rs::error::Error| err(&path, format!("{what}: {x}"))
+            move |x: cgroups_rs::fs::error::Error| err(&path, format!("{what}: {x}"))
         };
         if self.v2 {
             mem.set_mem(SetMemory {
@@ -335,7 +338,7 @@ impl Cgroup {
                 .and_then(|c| read_keyed(&c.path().join("cpu.stat"), "usage_usec"))
                 .map_or(0, |us| us.saturating_mul(1000))
         } else {
-            self.controller::<cgroups_rs::cpuacct::CpuAcctController>()
+            self.controller::<cgroups_rs::fs::cpuacct::CpuAcctController>()
                 .ok()
                 .and_then(|c| read_u64(&c.path().join("cpuacct.usage")))
                 .unwrap_or(0)
