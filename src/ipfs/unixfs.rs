@@ -201,19 +201,31 @@ fn file_node(
         filesize: Some(filesize),
         blocksizes: children.iter().map(|c| c.filesize).collect(),
     };
-    let below: u64 = children.iter().map(|c| c.tsize).sum();
-    let node = Node {
-        links: children
-            .into_iter()
-            .map(|c| Link {
-                hash: c.cid.to_bytes(),
-                name: String::new(),
-                tsize: c.tsize,
-            })
-            .collect(),
+    let links = children
+        .into_iter()
+        .map(|c| Link {
+            hash: c.cid.to_bytes(),
+            name: String::new(),
+            tsize: c.tsize,
+        })
+        .collect();
+    dag_pb(links, data, filesize, version, sink)
+}
+
+/// Encodes a dag-pb node, hands it to `sink`; its Tsize counts the links'.
+fn dag_pb(
+    links: Vec<Link>,
+    data: Unixfs,
+    filesize: u64,
+    version: CidVersion,
+    sink: &mut Sink<'_>,
+) -> Result<Added, Error> {
+    let below: u64 = links.iter().map(|l| l.tsize).sum();
+    let block = Node {
+        links,
         data: Some(data.encode()),
-    };
-    let block = node.encode();
+    }
+    .encode();
     let cid = cid_of(&block, DAG_PB, version)?;
     sink(&cid, &block)?;
     Ok(Added {
@@ -241,18 +253,7 @@ pub fn add_path(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added
             filesize: None,
             blocksizes: vec![],
         };
-        let block = Node {
-            links: vec![],
-            data: Some(data.encode()),
-        }
-        .encode();
-        let cid = cid_of(&block, DAG_PB, opts.version)?;
-        sink(&cid, &block)?;
-        Ok(Added {
-            cid,
-            tsize: block.len() as u64,
-            filesize: 0,
-        })
+        dag_pb(vec![], data, 0, opts.version, sink)
     } else {
         let what = if ft.is_fifo() {
             "a FIFO"
@@ -280,7 +281,6 @@ fn add_dir(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added, Err
     names.sort();
     let mut links = Vec::with_capacity(names.len());
     let mut estimate = 0usize;
-    let mut below = 0u64;
     for name in names {
         let text = String::from_utf8(name.clone()).map_err(|_| {
             Error::Unsupported(format!(
@@ -297,7 +297,6 @@ fn add_dir(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added, Err
                 path.display()
             )));
         }
-        below += child.tsize;
         links.push(Link {
             hash,
             name: text,
@@ -308,18 +307,7 @@ fn add_dir(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added, Err
         kind: Some(Kind::Directory),
         ..Unixfs::default()
     };
-    let block = Node {
-        links,
-        data: Some(data.encode()),
-    }
-    .encode();
-    let cid = cid_of(&block, DAG_PB, opts.version)?;
-    sink(&cid, &block)?;
-    Ok(Added {
-        cid,
-        tsize: block.len() as u64 + below,
-        filesize: 0,
-    })
+    dag_pb(links, data, 0, opts.version, sink)
 }
 
 #[cfg(test)]
