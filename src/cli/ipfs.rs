@@ -1,0 +1,99 @@
+//! `dedge ipfs cid|car`: content addressing as Kubo does it.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use super::{Error, say};
+use crate::ipfs::car;
+use crate::ipfs::unixfs::{CidVersion, Options, add_path};
+
+pub const USAGE: &str = "\
+Usage: dedge ipfs cid PATH [--cid-version 0|1] [--hidden]
+       dedge ipfs car PATH -o FILE.car [--cid-version 0|1] [--hidden]
+
+  cid   print the CID `ipfs add -r --only-hash PATH` would print: 256 KiB
+        chunks, balanced DAG of at most 174 links per node, CIDv0; with
+        --cid-version 1, CIDv1 with raw leaves (as `ipfs add --cid-version=1`)
+  car   write the same DAG as a CAR v1 file (for a pinning service or
+        `ipfs dag import`) and print its root CID
+
+Directories are added recursively, entries sorted by name; names starting
+with `.` are left out unless --hidden (as `ipfs add -r`).
+";
+
+pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
+    use lexopt::prelude::*;
+    let sub = match parser.next()? {
+        Some(Value(v)) => v.string()?,
+        Some(Short('h') | Long("help")) | None => return say!("{USAGE}"),
+        Some(other) => return Err(other.unexpected().into()),
+    };
+    let (mut path, mut out, mut opts) = (None::<PathBuf>, None::<PathBuf>, Options::default());
+    while let Some(a) = parser.next()? {
+        match a {
+            Long("cid-version") => {
+                opts.version = match parser.value()?.string()?.as_str() {
+                    "0" => CidVersion::V0,
+                    "1" => CidVersion::V1,
+                    v => return Err(Error::Usage(format!("--cid-version {v}: 0 or 1"))),
+                }
+            }
+            Long("hidden") => opts.hidden = true,
+            Short('o') | Long("output") => out = Some(parser.value()?.into()),
+            Short('h') | Long("help") => return say!("{USAGE}"),
+            Value(v) if path.is_none() => path = Some(v.into()),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let path = path.ok_or_else(|| Error::Usage(format!("ipfs {sub} needs a PATH")))?;
+    let fail = |e: crate::ipfs::Error| Error::Runtime(format!("{}: {e}", path.display()));
+    match sub.as_str() {
+        "cid" => {
+            let added = add_path(&path, opts, &mut |_, _| Ok(())).map_err(fail)?;
+            say!("{}\n", added.cid)
+        }
+        "car" => {
+            let out = out.ok_or_else(|| Error::Usage("ipfs car needs -o FILE.car".into()))?;
+            let root = write_car(&path, &out, opts).map_err(fail)?;
+            say!("{root}\n")
+        }
+        other => Err(Error::Usage(format!("unknown ipfs command `{other}`"))),
+    }
+}
+
+/// The root is known only at the end and leads the file: sections go to a
+/// scratch file first, then behind the header; the CAR appears by rename.
+fn write_car(
+    path: &std::path::Path,
+    out: &std::path::Path,
+    opts: Options,
+) -> Result<cid::Cid, crate::ipfs::Error> {
+    let io = |p: &std::path::Path| {
+        let p = p.display().to_string();
+        move |e| crate::ipfs::Error::Path(p.clone(), e)
+    };
+    let sections = out.with_extension("car.sections");
+    let partial = out.with_extension("car.partial");
+    let result = (|| {
+        let mut w = BufWriter::new(fs::File::create(&sections).map_err(io(&sections))?);
+        let added = add_path(path, opts, &mut |cid, block| {
+            car::write_section(&mut w, cid, block).map_err(crate::ipfs::Error::Io)
+        })?;
+        w.flush().map_err(io(&sections))?;
+        drop(w);
+        let mut f = BufWriter::new(fs::File::create(&partial).map_err(io(&partial))?);
+        car::write_header(&mut f, &added.cid).map_err(io(&partial))?;
+        let mut src = fs::File::open(&sections).map_err(io(&sections))?;
+        std::io::copy(&mut src, &mut f).map_err(io(&partial))?;
+        let f = f.into_inner().map_err(|e| io(&partial)(e.into_error()))?;
+        f.sync_all().map_err(io(&partial))?;
+        fs::rename(&partial, out).map_err(io(out))?;
+        Ok(added.cid)
+    })();
+    let _ = fs::remove_file(&sections);
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
+}
