@@ -24,6 +24,8 @@ use dedge::runtime::image::{ImageStore, Limits, Platform};
 use dedge::runtime::unpack::Options;
 use dedge::store::Store;
 
+mod common;
+
 const MEMORY: u64 = 64 << 20;
 const PIDS: u64 = 64;
 /// Idle time before each run (see the comment on the loop);
@@ -87,7 +89,7 @@ fn bench() -> Result<(), String> {
     let dedge = env!("CARGO_BIN_EXE_dedge");
     let rootfs = bundle.join("rootfs");
 
-    println!("machine: {}", machine());
+    println!("machine: {}", common::machine());
     type Cmd = Box<dyn FnMut() -> String>;
     println!(
         "start-to-exit of /bin/true, memory {} MiB + pids {PIDS} (+ CPU 1 core), {runs} runs each, \
@@ -194,22 +196,14 @@ impl Rng {
 /// peak RSS (KiB) of the largest process in the tree.
 fn time_wrapped(cmd: &str) -> Result<(Duration, u64), String> {
     let script = format!("umount /sys/fs/cgroup/unified 2>/dev/null; exec {cmd}");
-    let t0 = Instant::now();
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-c", &script])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("unshare: {e}"))?;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; both out-pointers are live locals.
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let elapsed = t0.elapsed();
-    if pid < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
-        return Err(format!("`{cmd}` failed (wait status {status})"));
-    }
-    Ok((elapsed, usage.ru_maxrss as u64))
+    common::timed(Command::new("unshare").args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        &script,
+    ]))
 }
 
 /// A busybox image plus a payload for the unpack benchmark: 2,000 small
@@ -362,19 +356,4 @@ fn unpack_bench(dir: &Path, layout: &Path) -> Result<(), String> {
         med[0] / med[2]
     );
     Ok(())
-}
-
-fn machine() -> String {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cpus} CPUs, Linux {}", kernel.trim())
 }

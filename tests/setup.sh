@@ -44,4 +44,7 @@ if [ ! -f "$KUBO_DIR/.installed-0.1.11" ]; then
     touch "$KUBO_DIR/.installed-0.1.11"
 fi
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
+# Helia (verified-fetch on Node 22 from npm) serves Kubo's blocks as a
+# trustless gateway for the fetch tests (tests/ipfs/gateway/README.md).
+(cd tests/ipfs/gateway && npm ci --no-audit --no-fund --loglevel=error)
 echo "setup: done"

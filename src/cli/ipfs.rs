@@ -6,17 +6,22 @@ use std::path::PathBuf;
 
 use super::{Error, say};
 use crate::ipfs::car;
+use crate::ipfs::fetch::{Fetcher, Limits};
 use crate::ipfs::unixfs::{CidVersion, Options, add_path};
 
 pub const USAGE: &str = "\
 Usage: dedge ipfs cid PATH [--cid-version 0|1] [--hidden]
        dedge ipfs car PATH -o FILE.car [--cid-version 0|1] [--hidden]
+       dedge ipfs fetch CID DEST --gateway URL... [--max-size SIZE] [--timeout SECS]
 
   cid   print the CID `ipfs add -r --only-hash PATH` would print: 256 KiB
         chunks, balanced DAG of at most 174 links per node, CIDv0; with
         --cid-version 1, CIDv1 with raw leaves (as `ipfs add --cid-version=1`)
   car   write the same DAG as a CAR v1 file (for a pinning service or
         `ipfs dag import`) and print its root CID
+  fetch fetch CID from trustless gateways (CAR, then block by block) into
+        DEST, every block verified; DEST appears only when complete.
+        Verified blocks wait in DEST.blocks for a retry
 
 Directories are added recursively, entries sorted by name; names starting
 with `.` are left out unless --hidden (as `ipfs add -r`).
@@ -30,6 +35,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
         Some(other) => return Err(other.unexpected().into()),
     };
     let (mut path, mut out, mut opts) = (None::<PathBuf>, None::<PathBuf>, Options::default());
+    let (mut dest, mut gateways, mut limits) = (None::<PathBuf>, Vec::new(), Limits::default());
     while let Some(a) = parser.next()? {
         match a {
             Long("cid-version") => {
@@ -41,8 +47,24 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             }
             Long("hidden") => opts.hidden = true,
             Short('o') | Long("output") => out = Some(parser.value()?.into()),
+            Long("gateway") => gateways.push(parser.value()?.string()?),
+            Long("max-size") => {
+                let v = parser.value()?.string()?;
+                limits.max_total = v
+                    .parse::<crate::units::ByteSize>()
+                    .map_err(|e| Error::Usage(format!("--max-size: {e}")))?
+                    .bytes();
+            }
+            Long("timeout") => {
+                let v = parser.value()?.string()?;
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| Error::Usage(format!("--timeout {v}: seconds")))?;
+                limits.deadline = std::time::Duration::from_secs(secs);
+            }
             Short('h') | Long("help") => return say!("{USAGE}"),
             Value(v) if path.is_none() => path = Some(v.into()),
+            Value(v) if sub == "fetch" && dest.is_none() => dest = Some(v.into()),
             other => return Err(other.unexpected().into()),
         }
     }
@@ -57,6 +79,32 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             let out = out.ok_or_else(|| Error::Usage("ipfs car needs -o FILE.car".into()))?;
             let root = write_car(&path, &out, opts).map_err(fail)?;
             say!("{root}\n")
+        }
+        "fetch" => {
+            let text = path.display().to_string();
+            let cid: cid::Cid = text
+                .parse()
+                .map_err(|e| Error::Usage(format!("`{text}` is not a CID: {e}")))?;
+            let dest = dest.ok_or_else(|| Error::Usage("ipfs fetch needs CID DEST".into()))?;
+            if gateways.is_empty() {
+                return Err(Error::Usage("ipfs fetch needs --gateway URL".into()));
+            }
+            let mut cache = dest.as_os_str().to_owned();
+            cache.push(".blocks");
+            let fetcher = Fetcher::new(gateways, std::path::Path::new(&cache), limits);
+            let report = fetcher
+                .fetch(&cid, &dest)
+                .map_err(|e| Error::Runtime(format!("{cid}: {e}")))?;
+            fetcher
+                .clear_cache()
+                .map_err(|e| Error::Runtime(e.to_string()))?;
+            say!(
+                "{cid}: {} bytes in {} files, {} blocks ({} from a previous attempt)\n",
+                report.bytes,
+                report.files,
+                report.blocks,
+                report.cached
+            )
         }
         other => Err(Error::Usage(format!("unknown ipfs command `{other}`"))),
     }

@@ -3,6 +3,7 @@
 //! files (`car`), the container format of the trustless gateway protocol.
 
 pub mod car;
+pub mod fetch;
 pub mod pb;
 pub mod unixfs;
 
@@ -21,6 +22,10 @@ pub enum Error {
     Car(String),
     #[error("not supported: {0}")]
     Unsupported(String),
+    #[error("fetch: {0}")]
+    Fetch(String),
+    #[error("limit: {0}")]
+    Limit(String),
     #[error("internal error building a DAG")]
     Internal,
 }

