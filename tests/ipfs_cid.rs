@@ -7,24 +7,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/kubo.rs"]
 mod kubo;
+use cli::dedge;
 #[path = "common/oci.rs"]
 mod oci;
 
 const KIB: usize = 1024;
-
-fn dedge(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
 
 fn dedge_cid(path: &Path, extra: &[&str]) -> String {
     let mut args = vec!["ipfs", "cid", path.to_str().unwrap()];

@@ -18,8 +18,13 @@ use dedge::ipfs::car;
 use dedge::ipfs::fetch::{Fetcher, Limits};
 use dedge::ipfs::unixfs::{CidVersion, cid_of};
 
+#[path = "common/cli.rs"]
+mod cli;
 #[path = "common/kubo.rs"]
 mod kubo;
+use cli::dedge;
+#[path = "common/oci.rs"]
+mod oci;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -420,4 +425,89 @@ fn a_second_gateway_is_tried_and_a_restart_reuses_verified_blocks() {
     same_tree(&s.tree, &dest);
     assert_eq!(report.cached as usize, kept, "{report:?}");
     assert!(report.blocks > report.cached);
+}
+
+/// `dedge ipfs publish` into a Kubo-compatible RPC (`dag/import`, served
+/// by the harness with Helia's CAR import over the same repository), then
+/// the gateway serves it back and the fetch is byte-identical.
+#[test]
+fn publish_then_fetch_round_trips_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::write(&seed, "a repo needs one block").unwrap();
+    let repo = dir.path().join("repo");
+    kubo_add(&repo, &[&seed]);
+    let gateway = Gateway::start(&repo);
+    let layout = oci::busybox_layout(dir.path(), "latest");
+    let l = layout.to_str().unwrap();
+    let (code, cid, err) = dedge(&["ipfs", "publish", l, "--api", &gateway.url]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("uploading"),
+        "progress shown on a pipe: {err:?}"
+    );
+    assert_eq!(cid, dedge(&["ipfs", "cid", l]).1);
+    let dest = dir.path().join("fetched");
+    let (code, out, err) = dedge(&[
+        "ipfs",
+        "fetch",
+        &cid,
+        dest.to_str().unwrap(),
+        "--gateway",
+        &gateway.url,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("blocks"), "{out}");
+    same_tree(&layout, &dest);
+    assert!(
+        !dir.path().join("fetched.blocks").exists(),
+        "block cache left behind"
+    );
+
+    // A CAR for a pinning service has the same root.
+    let car_path = dir.path().join("img.car");
+    let (code, root, _) = dedge(&["ipfs", "publish", l, "-o", car_path.to_str().unwrap()]);
+    assert_eq!((code, root.as_str()), (0, cid.as_str()));
+    // A layout tar is an image too; a directory of something else is not.
+    let tarball = dir.path().join("img.tar");
+    oci::run(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("."),
+    );
+    let (code, _, err) = dedge(&[
+        "ipfs",
+        "publish",
+        tarball.to_str().unwrap(),
+        "-o",
+        car_path.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = dedge(&[
+        "ipfs",
+        "publish",
+        dir.path().join("seed").to_str().unwrap(),
+        "-o",
+        "x.car",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is not a tar archive") || err.contains("neither an OCI layout"),
+        "{err}"
+    );
+    let (code, _, err) = dedge(&[
+        "ipfs",
+        "publish",
+        repo.to_str().unwrap(),
+        "--api",
+        &gateway.url,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("is not an OCI image layout: it has no oci-layout"),
+        "{err}"
+    );
 }

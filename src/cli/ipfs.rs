@@ -4,14 +4,17 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use super::progress::Progress;
 use super::{Error, say};
 use crate::ipfs::car;
 use crate::ipfs::fetch::{Fetcher, Limits};
+use crate::ipfs::publish::{check_image, dag_import};
 use crate::ipfs::unixfs::{CidVersion, Options, add_path};
 
 pub const USAGE: &str = "\
 Usage: dedge ipfs cid PATH [--cid-version 0|1] [--hidden]
        dedge ipfs car PATH -o FILE.car [--cid-version 0|1] [--hidden]
+       dedge ipfs publish IMAGE (--api URL | -o FILE.car) [--cid-version 0|1]
        dedge ipfs fetch CID DEST --gateway URL... [--max-size SIZE] [--timeout SECS]
 
   cid   print the CID `ipfs add -r --only-hash PATH` would print: 256 KiB
@@ -19,6 +22,10 @@ Usage: dedge ipfs cid PATH [--cid-version 0|1] [--hidden]
         --cid-version 1, CIDv1 with raw leaves (as `ipfs add --cid-version=1`)
   car   write the same DAG as a CAR v1 file (for a pinning service or
         `ipfs dag import`) and print its root CID
+  publish  check IMAGE is an OCI image layout (directory or tar) or a
+        docker-save archive, pack it as a CAR and import it into a
+        Kubo-compatible RPC (`/api/v0/dag/import`, root pinned), or write
+        the CAR for a pinning service; prints the CID a lease names
   fetch fetch CID from trustless gateways (CAR, then block by block) into
         DEST, every block verified; DEST appears only when complete.
         Verified blocks wait in DEST.blocks for a retry
@@ -36,6 +43,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     };
     let (mut path, mut out, mut opts) = (None::<PathBuf>, None::<PathBuf>, Options::default());
     let (mut dest, mut gateways, mut limits) = (None::<PathBuf>, Vec::new(), Limits::default());
+    let mut api = None::<String>;
     while let Some(a) = parser.next()? {
         match a {
             Long("cid-version") => {
@@ -48,6 +56,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             Long("hidden") => opts.hidden = true,
             Short('o') | Long("output") => out = Some(parser.value()?.into()),
             Long("gateway") => gateways.push(parser.value()?.string()?),
+            Long("api") => api = Some(parser.value()?.string()?),
             Long("max-size") => {
                 let v = parser.value()?.string()?;
                 limits.max_total = v
@@ -92,9 +101,11 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             let mut cache = dest.as_os_str().to_owned();
             cache.push(".blocks");
             let fetcher = Fetcher::new(gateways, std::path::Path::new(&cache), limits);
+            let mut bar = Progress::new("fetching", None);
             let report = fetcher
-                .fetch(&cid, &dest)
+                .fetch_with_progress(&cid, &dest, &mut |done| bar.update(done))
                 .map_err(|e| Error::Runtime(format!("{cid}: {e}")))?;
+            drop(bar);
             fetcher
                 .clear_cache()
                 .map_err(|e| Error::Runtime(e.to_string()))?;
@@ -105,6 +116,29 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
                 report.blocks,
                 report.cached
             )
+        }
+        "publish" => {
+            check_image(&path).map_err(fail)?;
+            match (api, out) {
+                (None, Some(out)) => {
+                    let root = write_car(&path, &out, opts).map_err(fail)?;
+                    say!("{root}\n")
+                }
+                (Some(api), None) => {
+                    let car = std::env::temp_dir()
+                        .join(format!("dedge-publish-{}.car", std::process::id()));
+                    let root = write_car(&path, &car, opts).map_err(fail)?;
+                    let size = std::fs::metadata(&car).map(|m| m.len()).ok();
+                    let mut bar = Progress::new("uploading", size);
+                    let sent = dag_import(&api, &car, &root, move |done| bar.update(done));
+                    let _ = std::fs::remove_file(&car);
+                    sent.map_err(fail)?;
+                    say!("{root}\n")
+                }
+                _ => Err(Error::Usage(
+                    "ipfs publish needs --api URL or -o FILE.car".into(),
+                )),
+            }
         }
         other => Err(Error::Usage(format!("unknown ipfs command `{other}`"))),
     }

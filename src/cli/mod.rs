@@ -10,6 +10,7 @@ mod ipfs;
 mod key;
 mod lease;
 mod market;
+mod progress;
 mod sandbox;
 mod version;
 

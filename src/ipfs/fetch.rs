@@ -113,6 +113,16 @@ impl Fetcher {
     /// Fetches `root` into `dest` (a file or a directory tree), which must
     /// not exist yet.
     pub fn fetch(&self, root: &Cid, dest: &Path) -> Result<Report, Error> {
+        self.fetch_with_progress(root, dest, &mut |_| {})
+    }
+
+    /// As `fetch`; `progress` gets the content bytes verified so far.
+    pub fn fetch_with_progress(
+        &self,
+        root: &Cid,
+        dest: &Path,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Report, Error> {
         if dest.exists() {
             return Err(Error::Fetch(format!("{} already exists", dest.display())));
         }
@@ -131,6 +141,7 @@ impl Fetcher {
             report: Report::default(),
             limits: self.limits,
             started,
+            progress,
         };
         let result = self.run(&mut walk, root);
         walk.file = None;
@@ -156,7 +167,7 @@ impl Fetcher {
 
     /// Whole-DAG CAR first (unless a previous attempt left blocks in the
     /// cache), then block by block for whatever is still missing.
-    fn run(&self, walk: &mut Walk, root: &Cid) -> Result<(), Error> {
+    fn run(&self, walk: &mut Walk<'_>, root: &Cid) -> Result<(), Error> {
         let mut stream_error = None;
         if !self.cache_path(root).exists() {
             for g in &self.gateways {
@@ -189,7 +200,11 @@ impl Fetcher {
                     b
                 }
                 None => self.raw(walk, &next).map_err(|e| match &stream_error {
-                    Some(s) => Error::Fetch(format!("{e} (the CAR stream failed first: {s})")),
+                    Some(s) => Error::Fetch(format!(
+                        "{} (the CAR stream failed first: {})",
+                        detail(&e),
+                        detail(s)
+                    )),
                     None => e,
                 })?,
             };
@@ -200,7 +215,7 @@ impl Fetcher {
 
     /// Consumes one CAR response as far as it is right; verified blocks are
     /// applied and cached. Any fault ends the stream with an error.
-    fn stream(&self, walk: &mut Walk, gateway: &str, root: &Cid) -> Result<(), Error> {
+    fn stream(&self, walk: &mut Walk<'_>, gateway: &str, root: &Cid) -> Result<(), Error> {
         let url = format!("{gateway}/ipfs/{root}?format=car&dag-scope=all");
         let resp = self
             .agent
@@ -275,7 +290,7 @@ impl Fetcher {
 
     /// One block by `?format=raw`, from each gateway in turn until one
     /// gives a block that hashes to its CID.
-    fn raw(&self, walk: &mut Walk, next: &Peeked) -> Result<Vec<u8>, Error> {
+    fn raw(&self, walk: &mut Walk<'_>, next: &Peeked) -> Result<Vec<u8>, Error> {
         let mut why = Vec::new();
         for g in &self.gateways {
             walk.report.raw_requests += 1;
@@ -348,6 +363,14 @@ impl Fetcher {
     }
 }
 
+/// An error's message without the `fetch:` its variant adds.
+fn detail(e: &Error) -> String {
+    match e {
+        Error::Fetch(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 fn partial_path(dest: &Path) -> PathBuf {
     let mut s = dest.as_os_str().to_owned();
     s.push(".partial");
@@ -392,16 +415,17 @@ struct Peeked {
 }
 
 /// The depth-first UnixFS walk: a stack of expected blocks.
-struct Walk {
+struct Walk<'p> {
     stack: Vec<Expected>,
     /// The file whose chunks are arriving.
     file: Option<fs::File>,
     report: Report,
     limits: Limits,
     started: Instant,
+    progress: &'p mut dyn FnMut(u64),
 }
 
-impl Walk {
+impl Walk<'_> {
     fn peek(&self) -> Option<Peeked> {
         self.stack.last().map(|e| Peeked { cid: e.cid })
     }
@@ -562,6 +586,7 @@ impl Walk {
             )));
         }
         self.report.bytes += bytes.len() as u64;
+        (self.progress)(self.report.bytes);
         if self.report.bytes > self.limits.max_total {
             return Err(Error::Limit(format!(
                 "content over the {} byte limit",

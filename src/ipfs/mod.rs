@@ -5,6 +5,7 @@
 pub mod car;
 pub mod fetch;
 pub mod pb;
+pub mod publish;
 pub mod unixfs;
 
 /// What can go wrong adding, encoding or reading IPFS data.
@@ -26,6 +27,8 @@ pub enum Error {
     Fetch(String),
     #[error("limit: {0}")]
     Limit(String),
+    #[error("publish: {0}")]
+    Publish(String),
     #[error("internal error building a DAG")]
     Internal,
 }

