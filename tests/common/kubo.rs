@@ -10,21 +10,11 @@ use std::process::Command;
 /// stored) and returns the CIDs Kubo printed, as text.
 pub fn add(repo: &Path, paths: &[&Path]) -> Vec<String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ipfs/kubo.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("add")
-        .arg(repo)
-        .args(paths)
-        .output()
-        .expect("python3 tests/ipfs/kubo.py");
-    assert!(
-        out.status.success(),
-        "kubo.py: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+    super::cli::lines_of(
+        Command::new("python3")
+            .arg(script)
+            .arg("add")
+            .arg(repo)
+            .args(paths),
+    )
 }
