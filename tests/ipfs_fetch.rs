@@ -463,6 +463,17 @@ fn publish_then_fetch_round_trips_an_oci_layout() {
         !dir.path().join("fetched.blocks").exists(),
         "block cache left behind"
     );
+    // What the agent does next: the runtime checks every OCI digest.
+    let state = dedge::store::Store::temporary().unwrap();
+    let images = dedge::runtime::image::ImageStore::open(
+        &dir.path().join("images"),
+        &state,
+        dedge::runtime::image::Limits::default(),
+    )
+    .unwrap();
+    let here =
+        dedge::runtime::image::Platform::of(dedge::board::values::Arch::of_this_build().unwrap());
+    images.import(&dest, None, &here, "fetched").unwrap();
 
     // A CAR for a pinning service has the same root.
     let car_path = dir.path().join("img.car");
