@@ -6,6 +6,7 @@ pub mod board;
 pub mod chain;
 pub mod channel;
 pub mod cli;
+pub mod edgex;
 pub mod ipfs;
 pub mod logger;
 pub mod market;

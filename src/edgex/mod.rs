@@ -1,0 +1,15 @@
+//! EdgeX Foundry: the gateway's sensors and actuators, leased to tenants
+//! through the agent. So far: value types and the check every write a
+//! tenant asks for goes through (`value`), following how device-sdk-go
+//! parses them. The client, the device catalogue, the per-lease bridge and
+//! the simulator come next (issue 7), after the official OpenAPI files and
+//! the real services' quirks in `../shared/specs/edgex/`.
+
+pub mod value;
+
+/// What can go wrong talking to EdgeX or checking a tenant's request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Value(String),
+}
