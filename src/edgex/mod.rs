@@ -1,10 +1,12 @@
 //! EdgeX Foundry: the gateway's sensors and actuators, leased to tenants
-//! through the agent. So far: value types and the check every write a
+//! through the agent. So far: the API's JSON as the real services send it
+//! (`model`), value types and the check every write a
 //! tenant asks for goes through (`value`), following how device-sdk-go
 //! parses them. The client, the device catalogue, the per-lease bridge and
 //! the simulator come next (issue 7), after the official OpenAPI files and
 //! the real services' quirks in `../shared/specs/edgex/`.
 
+pub mod model;
 pub mod value;
 
 /// What can go wrong talking to EdgeX or checking a tenant's request.
