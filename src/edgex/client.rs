@@ -1,0 +1,321 @@
+//! A blocking client of EdgeX's v3 API: core-metadata (devices, profiles),
+//! core-command (read and write a device's commands), core-data (recent
+//! events), ping. Secure mode gets a JWT from the secret store's login flow
+//! and renews it before it expires, or once on a 401.
+//!
+//! Names go into paths percent-encoded, one segment each; command reads
+//! always carry `ds-regexcmd=false` (the device service would otherwise
+//! treat the name as a regular expression over every resource).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::de::DeserializeOwned;
+
+use super::Error;
+use super::model::{BaseResponse, Device, DeviceProfile, Event};
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// One path segment, percent-encoded (`/`, `?`, `#`, `%`, spaces included).
+pub fn segment(name: &str) -> String {
+    utf8_percent_encode(name, SEGMENT).to_string()
+}
+
+/// `/api/v3/device/name/{device}/{command}`.
+pub fn command_path(device: &str, command: &str) -> String {
+    format!(
+        "/api/v3/device/name/{}/{}",
+        segment(device),
+        segment(command)
+    )
+}
+
+/// Credentials of the secret-store user the operator created
+/// (`secrets-config proxy adduser` prints them in this shape).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A JWT and when to stop using it.
+#[derive(Debug, Clone)]
+struct Token {
+    jwt: String,
+    renew_at: Instant,
+}
+
+/// Renew a token of lifetime `ttl` this long after it was issued: a tenth
+/// of its life early, at most a minute, so a request never carries a token
+/// that expires on the way.
+pub fn renew_after(ttl: Duration) -> Duration {
+    ttl.saturating_sub((ttl / 10).min(Duration::from_secs(60)))
+}
+
+enum Auth {
+    None,
+    Jwt {
+        store: String,
+        credentials: Credentials,
+        token: Mutex<Option<Token>>,
+    },
+}
+
+/// Where the three services are, and how to authenticate to them.
+pub struct Client {
+    metadata: String,
+    command: String,
+    data: String,
+    agent: ureq::Agent,
+    auth: Auth,
+}
+
+impl Client {
+    pub fn new(metadata: &str, command: &str, data: &str, timeout: Duration) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let trim = |u: &str| u.trim_end_matches('/').to_string();
+        Client {
+            metadata: trim(metadata),
+            command: trim(command),
+            data: trim(data),
+            agent,
+            auth: Auth::None,
+        }
+    }
+
+    /// Secure mode: tokens from the secret store at `store`.
+    pub fn with_jwt(mut self, store: &str, credentials: Credentials) -> Client {
+        self.auth = Auth::Jwt {
+            store: store.trim_end_matches('/').to_string(),
+            credentials,
+            token: Mutex::new(None),
+        };
+        self
+    }
+
+    /// A current JWT, logging in again when the old one is due.
+    fn bearer(&self, force: bool) -> Result<Option<String>, Error> {
+        let Auth::Jwt {
+            store,
+            credentials,
+            token,
+        } = &self.auth
+        else {
+            return Ok(None);
+        };
+        let mut slot = token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = slot
+            .as_ref()
+            .filter(|t| !force && Instant::now() < t.renew_at)
+        {
+            return Ok(Some(t.jwt.clone()));
+        }
+        let login = format!(
+            "{store}/v1/auth/userpass/login/{}",
+            segment(&credentials.username)
+        );
+        let answer: serde_json::Value = self.send_json(
+            self.agent
+                .post(&login)
+                .send_json(serde_json::json!({ "password": credentials.password })),
+            &login,
+        )?;
+        let vault_token = answer
+            .pointer("/auth/client_token")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::Auth(format!("{login}: no auth.client_token in the answer")))?;
+        let url = format!(
+            "{store}/v1/identity/oidc/token/{}",
+            segment(&credentials.username)
+        );
+        let answer: serde_json::Value = self.send_json(
+            self.agent
+                .get(&url)
+                .header("X-Vault-Token", vault_token)
+                .call(),
+            &url,
+        )?;
+        let jwt = answer
+            .pointer("/data/token")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| Error::Auth(format!("{url}: no data.token in the answer")))?
+            .to_string();
+        let ttl = answer
+            .pointer("/data/ttl")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(60);
+        *slot = Some(Token {
+            jwt: jwt.clone(),
+            renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
+        });
+        Ok(Some(jwt))
+    }
+
+    fn send_json<T: DeserializeOwned>(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        url: &str,
+    ) -> Result<T, Error> {
+        let mut resp = sent.map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<BaseResponse>(&text)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| text.chars().take(200).collect());
+            return Err(Error::Status {
+                url: url.to_string(),
+                status,
+                message,
+            });
+        }
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Value(format!("{url}: unexpected answer: {e}")))
+    }
+
+    /// Sends with the bearer token (renewed once on a 401); `send` makes
+    /// the request given the `Authorization` value, if any.
+    fn authed<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        send: impl Fn(Option<&str>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, Error> {
+        let mut force = false;
+        loop {
+            let header = self.bearer(force)?.map(|jwt| format!("Bearer {jwt}"));
+            match self.send_json(send(header.as_deref()), url) {
+                Err(Error::Status { status: 401, .. })
+                    if !force && matches!(self.auth, Auth::Jwt { .. }) =>
+                {
+                    force = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, Error> {
+        self.authed(url, |auth| {
+            let mut req = self.agent.get(url);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.call()
+        })
+    }
+
+    /// Writes a command (or resource) of a device through core-command.
+    /// `values` maps each resource to its value as text (`value::check_write`).
+    pub fn write(
+        &self,
+        device: &str,
+        command: &str,
+        values: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let url = format!("{}{}", self.command, command_path(device, command));
+        let _: BaseResponse = self.authed(&url, |auth| {
+            let mut req = self.agent.put(&url);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            req.send_json(values)
+        })?;
+        Ok(())
+    }
+
+    pub fn device(&self, name: &str) -> Result<Device, Error> {
+        let url = format!("{}/api/v3/device/name/{}", self.metadata, segment(name));
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["device"].clone())
+            .map_err(|e| Error::Value(format!("{url}: device: {e}")))
+    }
+
+    pub fn profile(&self, name: &str) -> Result<DeviceProfile, Error> {
+        let url = format!(
+            "{}/api/v3/deviceprofile/name/{}",
+            self.metadata,
+            segment(name)
+        );
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["profile"].clone())
+            .map_err(|e| Error::Value(format!("{url}: profile: {e}")))
+    }
+
+    /// Reads a command (or resource) of a device through core-command.
+    pub fn read(&self, device: &str, command: &str) -> Result<Event, Error> {
+        let url = format!(
+            "{}{}?ds-pushevent=false&ds-returnevent=true&ds-regexcmd=false",
+            self.command,
+            command_path(device, command)
+        );
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["event"].clone())
+            .map_err(|e| Error::Value(format!("{url}: event: {e}")))
+    }
+
+    /// The most recent events core-data holds for a device.
+    pub fn events(&self, device: &str, limit: u32) -> Result<Vec<Event>, Error> {
+        let url = format!(
+            "{}/api/v3/event/device/name/{}?limit={}",
+            self.data,
+            segment(device),
+            limit.min(1024)
+        );
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["events"].clone())
+            .map_err(|e| Error::Value(format!("{url}: events: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_one_encoded_segment_each() {
+        assert_eq!(
+            command_path("Random-Integer-Device", "Int8"),
+            "/api/v3/device/name/Random-Integer-Device/Int8"
+        );
+        // A name cannot add a segment, a query or a fragment.
+        assert_eq!(
+            command_path("a/../b", "c?x=1#f"),
+            "/api/v3/device/name/a%2F..%2Fb/c%3Fx%3D1%23f"
+        );
+        assert_eq!(segment(".*"), ".%2A");
+        assert_eq!(segment("é 100%"), "%C3%A9%20100%25");
+    }
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        assert_eq!(
+            renew_after(Duration::from_secs(3600)),
+            Duration::from_secs(3540)
+        );
+        assert_eq!(
+            renew_after(Duration::from_secs(60)),
+            Duration::from_secs(54)
+        );
+        assert_eq!(
+            renew_after(Duration::from_secs(5)),
+            Duration::from_millis(4500)
+        );
+        assert_eq!(renew_after(Duration::ZERO), Duration::ZERO);
+    }
+}
