@@ -497,8 +497,12 @@ impl Walk<'_> {
                 if node.links.len() != data.blocksizes.len() {
                     return Err(bad("links and blocksizes differ in number"));
                 }
-                let below: u64 = data.blocksizes.iter().sum();
-                if filesize != own.len() as u64 + below {
+                // Sizes come from the gateway: summed without overflow.
+                let total = data
+                    .blocksizes
+                    .iter()
+                    .try_fold(own.len() as u64, |acc, b| acc.checked_add(*b));
+                if total != Some(filesize) {
                     return Err(bad("filesize is not the sum of its parts"));
                 }
                 match into {
@@ -607,4 +611,73 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("the entry name {name:?} is not a plain file name"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipfs::pb::Link;
+
+    /// A walk expecting `root`, writing under a fresh temporary directory.
+    fn accept_root(root: &Cid, block: &[u8]) -> Result<(), Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut progress = |_| {};
+        let mut walk = Walk {
+            stack: vec![Expected {
+                cid: *root,
+                into: Into::Entry(dir.path().join("out")),
+                depth: 0,
+            }],
+            file: None,
+            report: Report::default(),
+            limits: Limits::default(),
+            started: Instant::now(),
+            progress: &mut progress,
+        };
+        walk.accept(&Peeked { cid: *root }, block, |_| Ok(()))
+    }
+
+    fn file_node(filesize: u64, blocksizes: Vec<u64>) -> (Cid, Vec<u8>) {
+        let child = cid_of(b"x", RAW, CidVersion::V1).unwrap();
+        let node = Node {
+            links: blocksizes
+                .iter()
+                .map(|_| Link {
+                    hash: child.to_bytes(),
+                    name: String::new(),
+                    tsize: 1,
+                })
+                .collect(),
+            data: Some(
+                Unixfs {
+                    kind: Some(Kind::File),
+                    data: None,
+                    filesize: Some(filesize),
+                    blocksizes,
+                }
+                .encode(),
+            ),
+        };
+        let block = node.encode();
+        (cid_of(&block, DAG_PB, CidVersion::V1).unwrap(), block)
+    }
+
+    #[test]
+    fn sizes_that_overflow_or_disagree_are_refused() {
+        let (cid, block) = file_node(1, vec![u64::MAX, 2]);
+        let e = accept_root(&cid, &block).unwrap_err().to_string();
+        assert!(e.contains("filesize is not the sum of its parts"), "{e}");
+        let (cid, block) = file_node(5, vec![1, 1]);
+        assert!(accept_root(&cid, &block).is_err());
+        let (cid, block) = file_node(2, vec![1, 1]);
+        accept_root(&cid, &block).unwrap();
+    }
+
+    #[test]
+    fn a_block_that_is_not_the_expected_one_is_refused() {
+        let (cid, _) = file_node(2, vec![1, 1]);
+        let (_, other) = file_node(3, vec![1, 2]);
+        let e = accept_root(&cid, &other).unwrap_err().to_string();
+        assert!(e.contains("do not hash to its CID"), "{e}");
+    }
 }

@@ -99,7 +99,7 @@ fn proc_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields start after
     // the last ')'. starttime is field 22, the 20th after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let mut fields = rest.split(' ');
     if fields.next()? == "Z" {
         return None; // exited, waiting to be reaped
