@@ -5,14 +5,29 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+#[path = "common/bounded.rs"]
+mod bounded;
+
 const DEV_BOARD: &str = include_str!("../boards/dev-x86_64.toml");
 
 fn dedge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dedge"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run dedge")
+    bounded::output(
+        Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR")),
+        bounded::DEFAULT,
+    )
+    .expect("run dedge")
+}
+
+/// The harness's own deadline works: a hung helper fails the test.
+#[test]
+#[should_panic(expected = "still running after")]
+fn a_hung_helper_fails_the_test_with_a_report() {
+    let _ = bounded::output(
+        Command::new("sleep").arg("30"),
+        std::time::Duration::from_millis(200),
+    );
 }
 
 fn text(bytes: &[u8]) -> String {

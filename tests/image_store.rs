@@ -10,6 +10,8 @@ use dedge::runtime::image::{ImageStore, Limits, Platform};
 use dedge::store::Store;
 use sha2::{Digest as _, Sha256};
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/oci.rs"]
 mod oci;
 use oci::{busybox_layout, run};
@@ -292,12 +294,14 @@ fn image_commands_import_list_remove_and_collect() {
     )
     .unwrap();
     let dedge = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
-            .args(args)
-            .arg("--board")
-            .arg(&board)
-            .output()
-            .unwrap();
+        let o = bounded::output(
+            Command::new(env!("CARGO_BIN_EXE_dedge"))
+                .args(args)
+                .arg("--board")
+                .arg(&board),
+            bounded::DEFAULT,
+        )
+        .unwrap();
         (
             o.status.code().unwrap(),
             String::from_utf8_lossy(&o.stdout).into_owned(),

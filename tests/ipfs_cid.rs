@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/kubo.rs"]

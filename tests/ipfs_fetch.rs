@@ -18,6 +18,8 @@ use dedge::ipfs::car;
 use dedge::ipfs::fetch::{Fetcher, Limits};
 use dedge::ipfs::unixfs::{CidVersion, cid_of};
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/kubo.rs"]

@@ -13,7 +13,7 @@ fn dedge() -> Command {
 }
 
 fn out(mut c: Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
+    let o = common::bounded::output(&mut c, common::bounded::DEFAULT).unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).trim().to_string(),

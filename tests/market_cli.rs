@@ -17,11 +17,13 @@ use dedge::store::Store;
 use serde_json::{Value, json};
 
 fn dedge(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let o = common::bounded::output(
+        Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(args)
+            .envs(env.iter().copied()),
+        common::bounded::DEFAULT,
+    )
+    .unwrap();
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -20,6 +20,8 @@ use dedge::runtime::spec::{Overrides, Spec};
 use dedge::runtime::unpack::Options;
 use dedge::store::Store;
 
+#[path = "common/bounded.rs"]
+mod bounded;
 #[path = "common/oci.rs"]
 mod oci;
 use oci::{build_image, install_busybox, run};
@@ -766,12 +768,14 @@ fn sandbox_run_on_the_command_line() {
     .unwrap();
     let image = format!("{}:cli", layout.display());
     let dedge = |args: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
-            .args(["sandbox", "run", "--board"])
-            .arg(&board)
-            .args(args)
-            .output()
-            .unwrap();
+        let o = bounded::output(
+            Command::new(env!("CARGO_BIN_EXE_dedge"))
+                .args(["sandbox", "run", "--board"])
+                .arg(&board)
+                .args(args),
+            bounded::DEFAULT,
+        )
+        .unwrap();
         (
             o.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&o.stdout).into_owned(),

@@ -2,14 +2,17 @@
 
 #![allow(dead_code)]
 
+use super::bounded;
+
 use std::process::Command;
 
 /// Runs `dedge ARGS...`; returns the exit code, trimmed stdout and stderr.
 pub fn dedge(args: &[&str]) -> (i32, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_dedge"))
-        .args(args)
-        .output()
-        .expect("run the dedge binary");
+    let o = bounded::output(
+        Command::new(env!("CARGO_BIN_EXE_dedge")).args(args),
+        bounded::DEFAULT,
+    )
+    .expect("run the dedge binary");
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).trim().to_string(),
@@ -19,8 +22,7 @@ pub fn dedge(args: &[&str]) -> (i32, String, String) {
 
 /// Runs a helper tool; it must succeed. Returns its stdout's lines.
 pub fn lines_of(cmd: &mut Command) -> Vec<String> {
-    let out = cmd
-        .output()
+    let out = bounded::output(cmd, bounded::DEFAULT)
         .unwrap_or_else(|e| panic!("{cmd:?}: {e} (run tests/setup.sh)"));
     assert!(
         out.status.success(),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bounded;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,10 +47,11 @@ pub fn repo() -> PathBuf {
 /// The tool's native binary (contracts/tool): npm's `.bin/anvil` is a Node
 /// wrapper, and killing it would leave the real anvil running.
 fn tool(name: &str) -> PathBuf {
-    let out = Command::new(repo().join("contracts/tool"))
-        .arg(name)
-        .output()
-        .expect("run contracts/tool");
+    let out = bounded::output(
+        Command::new(repo().join("contracts/tool")).arg(name),
+        bounded::DEFAULT,
+    )
+    .expect("run contracts/tool");
     assert!(
         out.status.success(),
         "{}",
@@ -137,10 +140,11 @@ impl Anvil {
 
     /// Runs contracts/deploy.sh against this node and loads what it wrote.
     pub fn deploy(&self) -> Deployment {
-        let out = Command::new(repo().join("contracts/deploy.sh"))
-            .arg(&self.url)
-            .output()
-            .expect("run deploy.sh");
+        let out = bounded::output(
+            Command::new(repo().join("contracts/deploy.sh")).arg(&self.url),
+            bounded::DEFAULT,
+        )
+        .expect("run deploy.sh");
         assert!(
             out.status.success(),
             "deploy.sh failed: {}{}",

@@ -6,8 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::bounded;
+
 pub fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| {
+    let out = bounded::output(cmd, bounded::DEFAULT).unwrap_or_else(|e| {
         panic!("{cmd:?}: {e} (run tests/setup.sh: umoci, skopeo, busybox-static)")
     });
     assert!(
