@@ -185,7 +185,13 @@ impl Client {
                 message,
             });
         }
-        serde_json::from_str(&text)
+        // core-command answers `ds-returnevent=false` with 200 and no body.
+        let text = if text.trim().is_empty() {
+            "null"
+        } else {
+            &text
+        };
+        serde_json::from_str(text)
             .map_err(|e| Error::Value(format!("{url}: unexpected answer: {e}")))
     }
 
@@ -259,14 +265,41 @@ impl Client {
 
     /// Reads a command (or resource) of a device through core-command.
     pub fn read(&self, device: &str, command: &str) -> Result<Event, Error> {
+        let v = self.command_get(device, command, false, true)?;
+        serde_json::from_value(v["event"].clone()).map_err(|e| {
+            Error::Value(format!(
+                "{}{}: event: {e}",
+                self.command,
+                command_path(device, command)
+            ))
+        })
+    }
+
+    /// core-command's answer to a read as is: an `EventResponse`, or
+    /// `null` when `return_event` is false. The name is never taken as a
+    /// regular expression (`ds-regexcmd=false`).
+    pub fn command_get(
+        &self,
+        device: &str,
+        command: &str,
+        push_event: bool,
+        return_event: bool,
+    ) -> Result<serde_json::Value, Error> {
         let url = format!(
-            "{}{}?ds-pushevent=false&ds-returnevent=true&ds-regexcmd=false",
+            "{}{}?ds-pushevent={push_event}&ds-returnevent={return_event}&ds-regexcmd=false",
             self.command,
             command_path(device, command)
         );
-        let v: serde_json::Value = self.get(&url)?;
-        serde_json::from_value(v["event"].clone())
-            .map_err(|e| Error::Value(format!("{url}: event: {e}")))
+        self.get(&url)
+    }
+
+    /// core-metadata and core-command answer their ping.
+    pub fn ping(&self) -> Result<(), Error> {
+        for base in [&self.metadata, &self.command] {
+            let url = format!("{base}/api/v3/ping");
+            let _: serde_json::Value = self.send_json(self.agent.get(&url).call(), &url)?;
+        }
+        Ok(())
     }
 
     /// The most recent events core-data holds for a device.

@@ -39,10 +39,24 @@ pub struct Capabilities {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceOffer {
     pub name: String,
+    /// The EdgeX device profile, once the agent has read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     #[serde(default)]
     pub read: Vec<String>,
     #[serde(default)]
     pub write: Vec<String>,
+    /// Value types per command, from the profile (empty until read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandOffer>,
+}
+
+/// The value types a command reads or writes, in the profile's order
+/// (hidden resources left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOffer {
+    pub name: String,
+    pub value_types: Vec<String>,
 }
 
 impl Capabilities {
@@ -70,8 +84,10 @@ impl Capabilities {
                 .flat_map(|e| &e.devices)
                 .map(|d| DeviceOffer {
                     name: d.name.clone(),
+                    profile: None,
                     read: d.read.clone(),
                     write: d.write.clone(),
+                    commands: Vec::new(),
                 })
                 .collect(),
         }

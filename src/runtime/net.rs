@@ -18,6 +18,31 @@ use nix::sched::{CloneFlags, setns};
 
 use super::{Error, Result};
 
+/// A listening socket on 127.0.0.1:`port` in the network namespace of
+/// process `pid` (a container's init; port 0 picks a free one). The caller
+/// accepts on it from the host's namespace: connections come from inside
+/// the container only.
+pub fn listen_in(pid: i32, port: u16) -> Result<TcpListener> {
+    let ns_path = format!("/proc/{pid}/ns/net");
+    let ns = std::fs::File::open(&ns_path).map_err(|e| Error::Io {
+        path: ns_path.clone(),
+        source: e,
+    })?;
+    // Network namespaces are per thread: only this short-lived thread
+    // ever changes its own; the agent's threads stay on the host.
+    std::thread::spawn(move || -> io::Result<TcpListener> {
+        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        TcpListener::bind(("127.0.0.1", port))
+    })
+    .join()
+    .map_err(|_| Error::Sandbox("port-forward helper thread panicked".into()))?
+    .map_err(|e| {
+        Error::Sandbox(format!(
+            "listen on 127.0.0.1:{port} in pid {pid}'s network: {e}"
+        ))
+    })
+}
+
 /// A listening port inside a container, relayed to a host address. Dropping
 /// it closes the port.
 pub struct Forward {
@@ -32,24 +57,7 @@ impl Forward {
     /// `pid` (a container's init; 0 picks a free port) and relays every
     /// connection to `target`.
     pub fn open(pid: i32, port: u16, target: SocketAddr) -> Result<Forward> {
-        let ns_path = format!("/proc/{pid}/ns/net");
-        let ns = std::fs::File::open(&ns_path).map_err(|e| Error::Io {
-            path: ns_path.clone(),
-            source: e,
-        })?;
-        // Network namespaces are per thread: only this short-lived thread
-        // ever changes its own; the agent's threads stay on the host.
-        let listener = std::thread::spawn(move || -> io::Result<TcpListener> {
-            setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-            TcpListener::bind(("127.0.0.1", port))
-        })
-        .join()
-        .map_err(|_| Error::Sandbox("port-forward helper thread panicked".into()))?
-        .map_err(|e| {
-            Error::Sandbox(format!(
-                "listen on 127.0.0.1:{port} in pid {pid}'s network: {e}"
-            ))
-        })?;
+        let listener = listen_in(pid, port)?;
         let inside = listener
             .local_addr()
             .map_err(|e| Error::Sandbox(format!("local address: {e}")))?;

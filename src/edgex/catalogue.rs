@@ -1,0 +1,276 @@
+//! What the gateway sells of its EdgeX devices: the board's offers checked
+//! against what core-metadata says exists. An offered command must be a
+//! visible device command or device resource of the device's profile, and
+//! readable (writable) where the board offers it for reading (writing);
+//! anything else is left out with a problem the operator can read. The
+//! agent reads it at start and again periodically; the advert's capability
+//! document and every lease's bridge use it.
+
+use std::collections::BTreeMap;
+
+use super::Error;
+use super::client::Client;
+use super::model::{Access, DeviceProfile};
+use super::value::ValueType;
+use crate::board::Device as BoardDevice;
+use crate::market::capabilities::{CommandOffer, DeviceOffer};
+
+/// One device resource a command reads or writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resource {
+    pub name: String,
+    pub value_type: ValueType,
+    pub hidden: bool,
+}
+
+/// A command (or resource, addressed by name) as sold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub read: bool,
+    pub write: bool,
+    /// In the profile's order: the command's resource operations, or the
+    /// resource itself.
+    pub resources: Vec<Resource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfferedDevice {
+    pub name: String,
+    pub profile: String,
+    pub commands: BTreeMap<String, Command>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalogue {
+    pub devices: BTreeMap<String, OfferedDevice>,
+    /// Offers left out, and why.
+    pub problems: Vec<String>,
+}
+
+impl Catalogue {
+    /// Reads every offered device and its profile. EdgeX being unreachable
+    /// is an error (the agent keeps its previous catalogue); a device or
+    /// command that does not exist, is locked, hidden or lacks the access
+    /// is a problem and left out.
+    pub fn read(client: &Client, offers: &[BoardDevice]) -> Result<Catalogue, Error> {
+        let mut cat = Catalogue::default();
+        for offer in offers {
+            let device = match client.device(&offer.name) {
+                Ok(d) => d,
+                Err(Error::Status { status: 404, .. }) => {
+                    cat.problems.push(format!(
+                        "device `{}`: core-metadata has no such device",
+                        offer.name
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if device.admin_state == "LOCKED" || device.operating_state == "DOWN" {
+                cat.problems.push(format!(
+                    "device `{}`: {} / {} in core-metadata, not offered",
+                    offer.name, device.admin_state, device.operating_state
+                ));
+                continue;
+            }
+            let profile = client.profile(&device.profile_name)?;
+            let commands = offer_commands(&profile, offer, &mut cat.problems);
+            if commands.is_empty() {
+                continue;
+            }
+            cat.devices.insert(
+                offer.name.clone(),
+                OfferedDevice {
+                    name: offer.name.clone(),
+                    profile: profile.name.clone(),
+                    commands,
+                },
+            );
+        }
+        for p in &cat.problems {
+            log::warn!("edgex catalogue: {p}");
+        }
+        Ok(cat)
+    }
+
+    pub fn command(&self, device: &str, command: &str) -> Option<&Command> {
+        self.devices.get(device)?.commands.get(command)
+    }
+
+    /// The devices for the capability document.
+    pub fn offers(&self) -> Vec<DeviceOffer> {
+        self.devices
+            .values()
+            .map(|d| {
+                let names = |f: fn(&Command) -> bool| {
+                    d.commands
+                        .iter()
+                        .filter(|(_, c)| f(c))
+                        .map(|(n, _)| n.clone())
+                        .collect::<Vec<_>>()
+                };
+                DeviceOffer {
+                    name: d.name.clone(),
+                    profile: Some(d.profile.clone()),
+                    read: names(|c| c.read),
+                    write: names(|c| c.write),
+                    commands: d
+                        .commands
+                        .iter()
+                        .map(|(n, c)| CommandOffer {
+                            name: n.clone(),
+                            value_types: c
+                                .resources
+                                .iter()
+                                .filter(|r| !r.hidden)
+                                .map(|r| r.value_type.to_string())
+                                .collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The offered commands of one device that its profile can serve.
+fn offer_commands(
+    profile: &DeviceProfile,
+    offer: &BoardDevice,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, Command> {
+    let mut out: BTreeMap<String, Command> = BTreeMap::new();
+    let wanted = offer
+        .read
+        .iter()
+        .map(|c| (c, true))
+        .chain(offer.write.iter().map(|c| (c, false)));
+    for (name, is_read) in wanted {
+        let at = format!("device `{}` command `{name}`", offer.name);
+        let (access, resources) = match resolve(profile, name) {
+            Ok(found) => found,
+            Err(why) => {
+                problems.push(format!("{at}: {why}"));
+                continue;
+            }
+        };
+        let can = if is_read { access.read } else { access.write };
+        if !can {
+            problems.push(format!(
+                "{at}: offered for {} but profile `{}` marks it {}",
+                if is_read { "reading" } else { "writing" },
+                profile.name,
+                if is_read { "write-only" } else { "read-only" }
+            ));
+            continue;
+        }
+        let entry = out.entry(name.clone()).or_insert(Command {
+            read: false,
+            write: false,
+            resources,
+        });
+        if is_read {
+            entry.read = true;
+        } else {
+            entry.write = true;
+        }
+    }
+    out
+}
+
+/// A visible device command, or failing that a visible device resource.
+fn resolve(profile: &DeviceProfile, name: &str) -> Result<(Access, Vec<Resource>), String> {
+    let resource = |n: &str| -> Result<Resource, String> {
+        let r = profile
+            .resource(n)
+            .ok_or_else(|| format!("profile `{}` has no resource `{n}`", profile.name))?;
+        Ok(Resource {
+            name: r.name.clone(),
+            value_type: r.value_type().map_err(|e| e.to_string())?,
+            hidden: r.is_hidden,
+        })
+    };
+    if let Some(c) = profile.command(name) {
+        if c.is_hidden {
+            return Err(format!("hidden in profile `{}`", profile.name));
+        }
+        let access = Access::parse(&c.read_write).map_err(|e| e.to_string())?;
+        let resources = c
+            .resource_operations
+            .iter()
+            .map(|op| resource(&op.device_resource))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok((access, resources));
+    }
+    if let Some(r) = profile.resource(name) {
+        if r.is_hidden {
+            return Err(format!("hidden in profile `{}`", profile.name));
+        }
+        return Ok((
+            r.access().map_err(|e| e.to_string())?,
+            vec![resource(name)?],
+        ));
+    }
+    Err(format!(
+        "profile `{}` has no command or resource of that name",
+        profile.name
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edgex::model::DeviceProfile;
+
+    fn profile() -> DeviceProfile {
+        serde_json::from_value(serde_json::json!({
+            "name": "P",
+            "deviceResources": [
+                {"name": "Int8", "isHidden": false,
+                 "properties": {"valueType": "Int8", "readWrite": "RW"}},
+                {"name": "Secret", "isHidden": true,
+                 "properties": {"valueType": "Bool", "readWrite": "W"}},
+                {"name": "Binary", "isHidden": false,
+                 "properties": {"valueType": "Binary", "readWrite": "R"}}
+            ],
+            "deviceCommands": [
+                {"name": "WriteInt8", "isHidden": false, "readWrite": "W",
+                 "resourceOperations": [{"deviceResource": "Int8"},
+                                        {"deviceResource": "Secret", "defaultValue": "false"}]}
+            ]
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_what_the_profile_allows_is_offered() {
+        let offer = BoardDevice {
+            name: "D".into(),
+            read: vec![
+                "Int8".into(),
+                "Binary".into(),
+                "Secret".into(),
+                "Nope".into(),
+            ],
+            write: vec!["WriteInt8".into(), "Binary".into()],
+        };
+        let mut problems = Vec::new();
+        let got = offer_commands(&profile(), &offer, &mut problems);
+        assert_eq!(
+            got.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["Binary", "Int8", "WriteInt8"]
+        );
+        assert!(got["Binary"].read && !got["Binary"].write);
+        assert!(got["WriteInt8"].write && !got["WriteInt8"].read);
+        assert_eq!(got["WriteInt8"].resources.len(), 2);
+        assert!(got["WriteInt8"].resources[1].hidden);
+        let all = problems.join("\n");
+        assert!(all.contains("`Secret`: hidden"), "{all}");
+        assert!(all.contains("`Nope`: profile `P` has no command"), "{all}");
+        assert!(
+            all.contains("`Binary`: offered for writing but profile `P` marks it read-only"),
+            "{all}"
+        );
+        assert_eq!(problems.len(), 3);
+    }
+}
