@@ -7,200 +7,22 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use dedge::board::host::CgroupSupport;
 use dedge::board::values::{Arch, CgroupMode};
 use dedge::runtime::cgroup::{Cgroup, Limits};
-use dedge::runtime::container::{Config, Exit, Record, RecordStore, Rootfs, Runtime, State, Stdio};
-use dedge::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
+use dedge::runtime::container::{Exit, State};
+use dedge::runtime::image::Platform;
 use dedge::runtime::net::Forward;
-use dedge::runtime::spec::{Overrides, Spec};
-use dedge::runtime::unpack::Options;
-use dedge::store::Store;
 
 #[path = "common/bounded.rs"]
 mod bounded;
 #[path = "common/oci.rs"]
 mod oci;
+#[path = "common/sandbox.rs"]
+mod sandbox;
 use oci::{build_image, install_busybox, run};
-
-static N: AtomicU32 = AtomicU32::new(0);
-
-/// `None` (after a loud SKIP) when this machine cannot run sandboxes.
-fn can_run(test: &str) -> bool {
-    if std::env::consts::ARCH != "x86_64" {
-        eprintln!("SKIP {test}: the test images are built for amd64");
-        return false;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("SKIP {test}: SANDBOX TESTS NEED ROOT (CI runs them as root)");
-        return false;
-    }
-    let cg = CgroupSupport::detect();
-    let v2_ok = cg.missing_v2().is_some_and(|m| m.is_empty())
-        && std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| m.contains(" /sys/fs/cgroup rw") && m.contains("cgroup2"));
-    if !cg.missing_v1().is_empty() && !v2_ok {
-        eprintln!(
-            "SKIP {test}: CGROUP CONTROLLERS MISSING: {:?}",
-            cg.missing_v1()
-        );
-        return false;
-    }
-    true
-}
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: Store,
-    images: ImageStore,
-    rt: Option<Runtime>,
-    parent: String,
-    /// Records as files (the CLI's way) instead of in sled (the agent's).
-    files: bool,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env::with_records(false)
-    }
-
-    fn with_records(files: bool) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::temporary().unwrap();
-        let images =
-            ImageStore::open(&dir.path().join("images"), &store, ImageLimits::default()).unwrap();
-        let parent = format!(
-            "dedge-test/{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let mut env = Env {
-            dir,
-            store,
-            images,
-            rt: None,
-            parent,
-            files,
-        };
-        env.rt = Some(env.open_runtime());
-        env
-    }
-
-    fn config(&self) -> Config {
-        Config {
-            dir: self.dir.path().join("containers"),
-            cgroup: CgroupMode::Auto,
-            cgroup_parent: self.parent.clone(),
-            die_with_parent: false,
-        }
-    }
-
-    /// A second runtime on the same state, as an agent after a restart.
-    fn open_runtime(&self) -> Runtime {
-        let records = if self.files {
-            RecordStore::Files
-        } else {
-            RecordStore::sled(&self.store).unwrap()
-        };
-        Runtime::open(self.config(), records).unwrap()
-    }
-
-    fn rt(&self) -> &Runtime {
-        self.rt.as_ref().unwrap()
-    }
-
-    /// Imports a busybox image with every applet; `fill` adds to its rootfs.
-    fn image(&self, name: &str, fill: impl FnOnce(&Path), config: &[&str]) {
-        let layout = build_image(
-            self.dir.path(),
-            name,
-            |root| {
-                install_busybox(root, &[]);
-                fill(root);
-            },
-            config,
-        );
-        let here = Platform::of(Arch::of_this_build().unwrap());
-        self.images
-            .import(&layout, Some(name), &here, name)
-            .unwrap();
-    }
-
-    fn spec(&self, image: &str, rootfs: &Path, cmd: &[&str], limits: Limits) -> Spec {
-        let img = self.images.get(image).unwrap();
-        Spec::new(
-            &img.run,
-            rootfs,
-            Overrides {
-                cmd: cmd.iter().map(|s| s.to_string()).collect(),
-                env: vec![],
-                hostname: "sandbox".into(),
-                limits,
-            },
-        )
-        .unwrap()
-    }
-
-    fn create(
-        &self,
-        id: &str,
-        image: &str,
-        cmd: &[&str],
-        limits: Limits,
-    ) -> dedge::runtime::Result<Record> {
-        let rootfs = self.rt().prepare(id).unwrap();
-        let img = self.images.get(image).unwrap();
-        self.images
-            .unpack(&img, &rootfs, Options::default())
-            .unwrap();
-        let spec = self.spec(image, &rootfs, cmd, limits);
-        self.rt().create(
-            id,
-            Rootfs::Prepared,
-            &spec,
-            Stdio::Logs { cap: 64 * 1024 },
-            false,
-        )
-    }
-
-    /// Creates, starts and waits; returns the record and stdout.
-    fn run(&self, id: &str, image: &str, cmd: &[&str], limits: Limits) -> (Record, String) {
-        self.create(id, image, cmd, limits).unwrap();
-        self.rt().start(id).unwrap();
-        let r = self.rt().wait(id, Some(Duration::from_secs(60))).unwrap();
-        (r, self.stdout(id))
-    }
-
-    fn stdout(&self, id: &str) -> String {
-        String::from_utf8_lossy(&self.rt().logs(id).unwrap().0).into_owned()
-    }
-
-    fn stderr(&self, id: &str) -> String {
-        String::from_utf8_lossy(&self.rt().logs(id).unwrap().1).into_owned()
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(rt) = &self.rt {
-            for r in rt.list().unwrap_or_default() {
-                let _ = rt.delete(&r.id);
-            }
-        }
-        let _ = Cgroup::load(CgroupMode::Auto, &self.parent).and_then(|c| c.remove());
-    }
-}
-
-fn limits(memory_mib: u64, pids: u64, millicores: u32) -> Limits {
-    Limits {
-        cpu_millicores: Some(millicores),
-        memory: Some(memory_mib << 20),
-        pids: Some(pids),
-    }
-}
+use sandbox::{Env, can_run, limits};
 
 const CMD: &[&str] = &[];
 

@@ -176,9 +176,7 @@ impl Client {
             .read_to_string()
             .map_err(|e| Error::Unavailable(format!("{url}: {e}")))?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<BaseResponse>(&text)
-                .map(|b| b.message)
-                .unwrap_or_else(|_| text.chars().take(200).collect());
+            let message = error_message(&text);
             return Err(Error::Status {
                 url: url.to_string(),
                 status,
@@ -240,7 +238,10 @@ impl Client {
             if let Some(a) = auth {
                 req = req.header("Authorization", a);
             }
-            req.send_json(values)
+            // Compact JSON (ureq's send_json pretty-prints).
+            let body = serde_json::to_vec(values).unwrap_or_default();
+            req.header("Content-Type", "application/json")
+                .send(&body[..])
         })?;
         Ok(())
     }
@@ -316,9 +317,42 @@ impl Client {
     }
 }
 
+/// The message of an error answer: EdgeX's `message`, the secret store's
+/// `errors`, or the start of the text.
+fn error_message(text: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    if let Some(m) = v["message"].as_str().filter(|m| !m.is_empty()) {
+        return m.to_string();
+    }
+    if let Some(errors) = v["errors"].as_array() {
+        let all: Vec<&str> = errors.iter().filter_map(|e| e.as_str()).collect();
+        if !all.is_empty() {
+            return all.join("; ");
+        }
+    }
+    text.chars().take(200).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_messages_from_edgex_echo_and_the_secret_store() {
+        assert_eq!(
+            error_message(r#"{"apiVersion":"v3","message":"no device","statusCode":404}"#),
+            "no device"
+        );
+        assert_eq!(
+            error_message(r#"{"message":"Unauthorized"}"#),
+            "Unauthorized"
+        );
+        assert_eq!(
+            error_message(r#"{"errors":["invalid username or password"]}"#),
+            "invalid username or password"
+        );
+        assert_eq!(error_message("upstream timed out"), "upstream timed out");
+    }
 
     #[test]
     fn names_are_one_encoded_segment_each() {

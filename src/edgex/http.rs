@@ -6,7 +6,7 @@
 //! Tenants talk to it from inside their containers, so every limit is
 //! enforced here, before a handler sees the request.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
@@ -273,6 +273,7 @@ pub fn serve_connection(stream: TcpStream, limits: &Limits, handler: &dyn Handle
             Err(ReadError::Closed) => return,
             Err(ReadError::Refused { status, message }) => {
                 let _ = write_response(&mut writer, &handler.refusal(status, &message), true);
+                linger(&writer, reader.get_mut());
                 return;
             }
         }
@@ -348,9 +349,21 @@ impl Drop for Server {
     }
 }
 
-/// Closes a stream both ways, ignoring a peer that is already gone.
-pub fn hang_up(s: &TcpStream) {
-    let _ = s.shutdown(Shutdown::Both);
+/// After refusing a request whose body is still coming: stop writing,
+/// then read and drop what the client already sent (a bounded amount, for
+/// a short while) so closing does not reset the connection before the
+/// client has read the answer.
+fn linger(writer: &TcpStream, reader: &mut TcpStream) {
+    let _ = writer.shutdown(Shutdown::Write);
+    let _ = reader.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut sink = [0u8; 8192];
+    let mut left: usize = 1 << 20;
+    while left > 0 {
+        match reader.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 #[cfg(test)]

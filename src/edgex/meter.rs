@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::Error;
+use crate::store::Tree;
 
 /// The device key for calls that named no leased device.
 pub const NO_DEVICE: &str = "*";
@@ -37,7 +38,7 @@ impl Usage {
 
 #[derive(Clone)]
 pub struct Meter {
-    tree: sled::Tree,
+    tree: Tree,
 }
 
 fn key(lease: &str, device: &str) -> Vec<u8> {
@@ -48,46 +49,29 @@ fn key(lease: &str, device: &str) -> Vec<u8> {
     k
 }
 
-fn store_err(e: impl std::fmt::Display) -> Error {
-    Error::Store(e.to_string())
-}
-
 impl Meter {
-    pub fn new(tree: sled::Tree) -> Meter {
+    pub fn new(tree: Tree) -> Meter {
         Meter { tree }
     }
 
     /// Adds `delta` to the counts of `device` in `lease`.
     pub fn add(&self, lease: &str, device: &str, delta: &Usage) -> Result<(), Error> {
-        let mut failed = None;
         self.tree
-            .update_and_fetch(key(lease, device), |old| {
-                let mut u: Usage = match old.map(postcard::from_bytes).transpose() {
-                    Ok(u) => u.unwrap_or_default(),
-                    Err(e) => {
-                        // Never overwrite counts we cannot read.
-                        failed = Some(e.to_string());
-                        return old.map(<[u8]>::to_vec);
-                    }
-                };
+            .update(key(lease, device), |old: Option<Usage>| {
+                let mut u = old.unwrap_or_default();
                 u.add(delta);
-                postcard::to_stdvec(&u).ok()
+                u
             })
-            .map_err(store_err)?;
-        match failed {
-            Some(e) => Err(Error::Store(format!("usage of {lease}/{device}: {e}"))),
-            None => Ok(()),
-        }
+            .map_err(|e| Error::Store(format!("usage of {lease}/{device}: {e}")))?;
+        Ok(())
     }
 
     /// Every device's counts in `lease`.
     pub fn usage(&self, lease: &str) -> Result<BTreeMap<String, Usage>, Error> {
         let mut out = BTreeMap::new();
-        for item in self.tree.scan_prefix(key(lease, "")) {
-            let (k, v) = item.map_err(store_err)?;
+        for item in self.tree.scan_prefix::<Usage>(key(lease, "")) {
+            let (k, u) = item.map_err(|e| Error::Store(format!("usage of {lease}: {e}")))?;
             let device = String::from_utf8_lossy(&k[lease.len() + 1..]).into_owned();
-            let u: Usage = postcard::from_bytes(&v)
-                .map_err(|e| Error::Store(format!("usage of {lease}/{device}: {e}")))?;
             out.insert(device, u);
         }
         Ok(out)
@@ -100,8 +84,8 @@ mod tests {
 
     #[test]
     fn counts_add_up_per_lease_and_device() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let m = Meter::new(db.open_tree("u").unwrap());
+        let store = crate::store::Store::temporary().unwrap();
+        let m = Meter::new(store.tree("u").unwrap());
         let read = Usage {
             reads: 1,
             bytes_out: 100,

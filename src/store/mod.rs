@@ -115,9 +115,54 @@ impl Tree {
         Ok(())
     }
 
+    /// Replaces the record at `key` with `f(old)` atomically (compare and
+    /// swap, retried when another writer got there first). A record that
+    /// does not decode is an error and stays as it is.
+    pub fn update<V: Serialize + DeserializeOwned>(
+        &self,
+        key: impl AsRef<[u8]>,
+        mut f: impl FnMut(Option<V>) -> V,
+    ) -> Result<V> {
+        let key = key.as_ref();
+        loop {
+            let old = self.tree.get(key)?;
+            let value = old
+                .as_ref()
+                .map(|b| postcard::from_bytes(b))
+                .transpose()
+                .map_err(|source| Error::Decode {
+                    tree: self.name.clone(),
+                    source,
+                })?;
+            let new = f(value);
+            let bytes = postcard::to_stdvec(&new).map_err(|source| Error::Encode {
+                what: "record",
+                source,
+            })?;
+            if self.tree.compare_and_swap(key, old, Some(bytes))?.is_ok() {
+                return Ok(new);
+            }
+        }
+    }
+
+    /// Every record whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<V: DeserializeOwned>(
+        &self,
+        prefix: impl AsRef<[u8]>,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, V)>> + '_ {
+        self.decoded(self.tree.scan_prefix(prefix))
+    }
+
     /// Every record, in key order.
     pub fn iter<V: DeserializeOwned>(&self) -> impl Iterator<Item = Result<(Vec<u8>, V)>> + '_ {
-        self.tree.iter().map(move |item| {
+        self.decoded(self.tree.iter())
+    }
+
+    fn decoded<V: DeserializeOwned>(
+        &self,
+        items: sled::Iter,
+    ) -> impl Iterator<Item = Result<(Vec<u8>, V)>> + '_ {
+        items.map(move |item| {
             let (k, v) = item?;
             let value = postcard::from_bytes(&v).map_err(|source| Error::Decode {
                 tree: self.name.clone(),
