@@ -119,6 +119,17 @@ fn broken_boards_exit_2_with_position_and_fix() {
             18,
             "offer at most 2000",
         ),
+        (
+            board_with(
+                dir.path(),
+                "bridge.toml",
+                "auth = \"none\"",
+                "auth = \"none\"\nlease_rate = 0",
+            ),
+            "lease_rate",
+            14,
+            "use 1 to 10000",
+        ),
     ];
     for (file, needle, column, fix) in &cases {
         let out = dedge(&["board", "check", file.to_str().unwrap()]);

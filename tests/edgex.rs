@@ -887,3 +887,74 @@ fn simulator_answers_and_bridge_requests_match_the_openapi_files() {
     );
     eprintln!("{text}");
 }
+
+/// The dev board pointed at `sim` (or at nothing listening).
+fn dev_board(dir: &std::path::Path, sim: Option<&Simulator>) -> std::path::PathBuf {
+    let mut text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml"),
+    )
+    .unwrap();
+    let (m, c, d) = match sim {
+        Some(s) => (s.metadata.clone(), s.command.clone(), s.data.clone()),
+        None => {
+            let free = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let u = format!("http://{free}");
+            (u.clone(), u.clone(), u)
+        }
+    };
+    for (from, to) in [
+        ("http://127.0.0.1:59881", m),
+        ("http://127.0.0.1:59882", c),
+        ("http://127.0.0.1:59880", d),
+    ] {
+        text = text.replace(from, &to);
+    }
+    let boards = dir.join("boards");
+    std::fs::create_dir_all(&boards).unwrap();
+    let path = boards.join("gw.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn edgex_ls_shows_the_catalogue_and_names_what_is_left_out() {
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let board = dev_board(dir.path(), Some(&sim));
+    let dedge = |args: &[&str]| {
+        let o = bounded::output(
+            std::process::Command::new(env!("CARGO_BIN_EXE_dedge")).args(args),
+            bounded::DEFAULT,
+        )
+        .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let b = board.to_str().unwrap();
+    let (code, out, err) = dedge(&["edgex", "ls", "--board", b]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with(INT) && l.contains(" Int8 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("yes    yes    Int8"), "{row}");
+    // The dev board offers Bool for writing: it is RW in device-virtual.
+    assert!(out.lines().any(|l| l.starts_with(BOOL)), "{out}");
+    let (code, out, _) = dedge(&["edgex", "ls", "--board", b, "--json"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["devices"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]));
+
+    // EdgeX not there: a runtime failure that says so.
+    let down = dev_board(&dir.path().join("down"), None);
+    let (code, _, err) = dedge(&["edgex", "ls", "--board", down.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("EdgeX unavailable"), "{err}");
+}

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use alloy_primitives::{U256, Uint};
+use common::edgex::Simulator;
 use common::{Anvil, signer};
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::keystore;
@@ -32,8 +33,10 @@ fn dedge(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 /// The dev board, pointed at this anvil (same deployer and order, so the
-/// same contract addresses; another chain id and port).
-fn board_for(anvil: &Anvil, dir: &Path) -> PathBuf {
+/// same contract addresses; another chain id and port) and at an EdgeX
+/// simulator, which lives as long as the returned handle.
+fn board_for(anvil: &Anvil, dir: &Path) -> (PathBuf, Simulator) {
+    let sim = Simulator::start(&[]);
     let boards = dir.join("boards");
     std::fs::create_dir_all(&boards).unwrap();
     let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
@@ -42,12 +45,15 @@ fn board_for(anvil: &Anvil, dir: &Path) -> PathBuf {
             "chain_id = 31337",
             &format!("chain_id = {}", anvil.chain_id),
         )
-        .replace("http://127.0.0.1:8545", &anvil.url);
+        .replace("http://127.0.0.1:8545", &anvil.url)
+        .replace("http://127.0.0.1:59881", &sim.metadata)
+        .replace("http://127.0.0.1:59882", &sim.command)
+        .replace("http://127.0.0.1:59880", &sim.data);
     let path = boards.join("gw.toml");
     std::fs::write(&path, text).unwrap();
     std::fs::create_dir_all(dir.join("target/dev-gateway")).unwrap();
     std::fs::write(dir.join("target/dev-gateway/passphrase"), "gw-pass\n").unwrap();
-    path
+    (path, sim)
 }
 
 /// A fresh gateway key on the board, funded, bound to anvil's account 3
@@ -119,7 +125,7 @@ fn register_advertise_and_list_a_gateway() {
     let anvil = Anvil::start();
     let d = anvil.deploy();
     let dir = tempfile::tempdir().unwrap();
-    let board = board_for(&anvil, dir.path());
+    let (board, _edgex) = board_for(&anvil, dir.path());
     let board = board.to_str().unwrap();
     let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
     let deployment = deployment.to_str().unwrap();
@@ -151,6 +157,19 @@ fn register_advertise_and_list_a_gateway() {
         gw_addr.to_lowercase()
     );
     assert_eq!(all[0]["capabilities"]["arch"], "x86_64");
+    // The devices are the EdgeX catalogue: profiles and value types.
+    let int = all[0]["capabilities"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "Random-Integer-Device")
+        .unwrap();
+    assert_eq!(int["profile"], "Random-Integer-Device");
+    assert_eq!(int["write"], serde_json::json!(["Int8"]));
+    assert_eq!(
+        int["commands"][0],
+        serde_json::json!({"name": "Int16", "value_types": ["Int16"]})
+    );
     assert_eq!(all[0]["price_per_second"], "0.00015 EDG");
     assert_eq!(ls(&["--wei"])[0]["price_per_second"], "150000000000000");
     assert_eq!(
@@ -267,7 +286,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     let anvil = Anvil::start();
     let d = anvil.deploy();
     let dir = tempfile::tempdir().unwrap();
-    let board = board_for(&anvil, dir.path());
+    let (board, _edgex) = board_for(&anvil, dir.path());
     let board = board.to_str().unwrap();
     let gw = gateway_on_market(&anvil, &d, dir.path(), board);
     let buyer_key = dir.path().join("buyer.json");

@@ -324,6 +324,30 @@ fn check_edgex(e: &Edgex, f: &mut Findings) {
             }
         }
     }
+    if !(1..=10_000).contains(&e.lease_rate) {
+        f.add(
+            key_path!("edgex", "lease_rate"),
+            format!("{} requests per second is out of range", e.lease_rate),
+            Some("use 1 to 10000 (default 20)".into()),
+        );
+    }
+    if !(1 << 10..=1 << 20).contains(&e.lease_max_body.bytes()) {
+        f.add(
+            key_path!("edgex", "lease_max_body"),
+            format!("{} is out of range", e.lease_max_body),
+            Some("use 1 KiB to 1 MiB (default 16 KiB)".into()),
+        );
+    }
+    if e.refresh.get() < std::time::Duration::from_secs(10) {
+        f.add(
+            key_path!("edgex", "refresh"),
+            format!(
+                "reading the catalogue every {} would load EdgeX for nothing",
+                e.refresh
+            ),
+            Some("use 10s or more (default 5m)".into()),
+        );
+    }
     let devices = key_path!("edgex", "devices");
     let names: Vec<&str> = e.devices.iter().map(|d| d.name.as_str()).collect();
     f.unique(&devices, Some("name"), &names, "device");

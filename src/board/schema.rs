@@ -132,8 +132,29 @@ pub struct Edgex {
     pub secret_store: Option<HttpUrl>,
     /// File with the secret-store user's name and password; `auth = "jwt"` only.
     pub credentials_file: Option<PathBuf>,
+    /// Requests per second each lease's bridge accepts (bursts of twice that).
+    #[serde(default = "default_lease_rate")]
+    pub lease_rate: u32,
+    /// Largest request body each lease's bridge accepts.
+    #[serde(default = "default_lease_max_body")]
+    pub lease_max_body: ByteSize,
+    /// How often the agent reads the device catalogue again.
+    #[serde(default = "default_refresh")]
+    pub refresh: HumanDuration,
     #[serde(default)]
     pub devices: Vec<Device>,
+}
+
+fn default_lease_rate() -> u32 {
+    20
+}
+
+fn default_lease_max_body() -> ByteSize {
+    ByteSize(16 << 10)
+}
+
+fn default_refresh() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
 }
 
 /// `[[edgex.devices]]`: one EdgeX device and the commands a lease may use.

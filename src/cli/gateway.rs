@@ -11,14 +11,17 @@ use crate::units::HumanDuration;
 
 pub const USAGE: &str = "\
 Usage: dedge gateway register --board BOARD --operator-key FILE [--operator-passphrase-file FILE]
-       dedge gateway advertise --board BOARD [--ttl DURATION]
+       dedge gateway advertise --board BOARD [--ttl DURATION] [--no-edgex-check]
 
   register    the operator (its key file; passphrase from the file given or
               DEDGE_OPERATOR_PASSPHRASE) binds the board's gateway key, which
               signs its consent (EIP-712)
   advertise   the gateway advertises its endpoint, capability document and
               price for the registry's fee in EDG (dedge_advertise); default
-              --ttl 30d, at most 90d
+              --ttl 30d, at most 90d. The devices listed are the EdgeX
+              catalogue (`dedge edgex ls`): only what EdgeX serves, with
+              profiles and value types; --no-edgex-check advertises the
+              board's [[edgex.devices]] unchecked (EdgeX down)
 
 Options:
   -h, --help  print this help
@@ -34,6 +37,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     let mut chain = ChainArgs::default();
     let mut operator_key: Option<PathBuf> = None;
     let mut operator_pass: Option<PathBuf> = None;
+    let mut edgex_check = true;
     let mut ttl: HumanDuration = "30d".parse().map_err(|e| Error::Runtime(format!("{e}")))?;
     while let Some(arg) = parser.next()? {
         match arg {
@@ -43,6 +47,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             }
             Long("operator-key") => operator_key = Some(parser.value()?.into()),
             Long("operator-passphrase-file") => operator_pass = Some(parser.value()?.into()),
+            Long("no-edgex-check") => edgex_check = false,
             Long("ttl") => {
                 ttl = parser
                     .value()?
@@ -88,7 +93,20 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
         }
         "advertise" => {
             let board = &chain.board()?.board;
-            let caps = Capabilities::from_board(board);
+            let mut caps = Capabilities::from_board(board);
+            match board.edgex.as_ref().filter(|e| !e.devices.is_empty()) {
+                Some(e) if edgex_check => {
+                    let cat = super::edgex::read_catalogue(e).map_err(|err| {
+                        Error::Runtime(format!(
+                            "{err}\nThe advert lists only devices EdgeX serves: start EdgeX, \
+                             or pass --no-edgex-check to advertise the board's offers unchecked."
+                        ))
+                    })?;
+                    caps.devices = cat.offers();
+                }
+                Some(_) => log::warn!("advertising the board's EdgeX offers unchecked"),
+                None => {}
+            }
             let tx = TxSender::new(
                 &chain.rpc,
                 &gateway,

@@ -4,6 +4,7 @@
 
 mod board;
 mod chain_args;
+mod edgex;
 mod gateway;
 mod image;
 mod ipfs;
@@ -31,6 +32,7 @@ Commands:
                                  the market steps of a lease
   image import|ls|rm|gc          the verified image store
   ipfs cid|car PATH              CIDs as Kubo computes them; CAR files
+  edgex ls                       the EdgeX devices and commands on sale
   sandbox run IMAGE [CMD...]     run a command in a lease's sandbox (root)
   version                        print version, git commit and target triple
   help [command]                 print help
@@ -113,6 +115,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "lease" => lease::run(parser),
         "image" => image::run(parser),
         "ipfs" => ipfs::run(parser),
+        "edgex" => edgex::run(parser),
         "sandbox" => sandbox::run(parser),
         "version" => version::run(parser),
         "help" => help(parser),
@@ -133,6 +136,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "lease" => lease::USAGE,
             "image" => image::USAGE,
             "ipfs" => ipfs::USAGE,
+            "edgex" => edgex::USAGE,
             "sandbox" => sandbox::USAGE,
             "version" => version::USAGE,
             other => {

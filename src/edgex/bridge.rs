@@ -72,6 +72,21 @@ impl Default for BridgeLimits {
     }
 }
 
+impl BridgeLimits {
+    /// The board's `lease_rate` (bursts of twice that) and `lease_max_body`.
+    pub fn from_board(e: &crate::board::Edgex) -> BridgeLimits {
+        let d = BridgeLimits::default();
+        BridgeLimits {
+            rate: f64::from(e.lease_rate),
+            burst: 2.0 * f64::from(e.lease_rate),
+            http: Limits {
+                body: usize::try_from(e.lease_max_body.bytes()).unwrap_or(d.http.body),
+                ..d.http
+            },
+        }
+    }
+}
+
 /// A token bucket.
 struct RateLimit {
     rate: f64,

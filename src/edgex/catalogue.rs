@@ -88,7 +88,7 @@ impl Catalogue {
             );
         }
         for p in &cat.problems {
-            log::warn!("edgex catalogue: {p}");
+            log::debug!("edgex catalogue: {p}");
         }
         Ok(cat)
     }

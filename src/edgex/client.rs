@@ -94,6 +94,34 @@ impl Client {
         }
     }
 
+    /// The client a board's `[edgex]` describes; in secure mode the
+    /// credentials file must hold `{"username": …, "password": …}`.
+    pub fn from_board(e: &crate::board::Edgex) -> Result<Client, Error> {
+        let c = Client::new(
+            e.core_metadata.as_str(),
+            e.core_command.as_str(),
+            e.core_data.as_str(),
+            Duration::from_secs(10),
+        );
+        if e.auth != crate::board::values::EdgexAuth::Jwt {
+            return Ok(c);
+        }
+        let (Some(store), Some(file)) = (&e.secret_store, &e.credentials_file) else {
+            return Err(Error::Auth(
+                "auth = \"jwt\" needs secret_store and credentials_file".into(),
+            ));
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|err| Error::Auth(format!("{}: {err}", file.display())))?;
+        let credentials: Credentials = serde_json::from_str(&text).map_err(|err| {
+            Error::Auth(format!(
+                "{}: expected {{\"username\": …, \"password\": …}}: {err}",
+                file.display()
+            ))
+        })?;
+        Ok(c.with_jwt(store.as_str(), credentials))
+    }
+
     /// Secure mode: tokens from the secret store at `store`.
     pub fn with_jwt(mut self, store: &str, credentials: Credentials) -> Client {
         self.auth = Auth::Jwt {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bounded;
+pub mod edgex;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
