@@ -958,3 +958,51 @@ fn edgex_ls_shows_the_catalogue_and_names_what_is_left_out() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("EdgeX unavailable"), "{err}");
 }
+
+/// `dedge sandbox run` with grants: the operator's way to try the bridge.
+#[test]
+fn sandbox_run_with_grants_reaches_edgex_and_prints_the_counts() {
+    if !sandbox::can_run("sandbox_run_with_grants_reaches_edgex_and_prints_the_counts") {
+        return;
+    }
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let board = dev_board(dir.path(), Some(&sim));
+    let layout = oci::busybox_layout(dir.path(), "latest");
+    let script = format!(
+        "wget -q -O - $DEDGE_EDGEX_URL/api/v3/device/name/{INT}/Int16 && echo && \
+         wget -q -O - $DEDGE_EDGEX_URL/api/v3/device/name/{INT}/Int8 || echo REFUSED"
+    );
+    let run = |grants: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dedge"));
+        cmd.args(["sandbox", "run", "--board"]).arg(&board);
+        cmd.args(grants);
+        cmd.arg(format!("{}:latest", layout.display()));
+        cmd.args(["--", "sh", "-c", &script]);
+        let o = bounded::output(&mut cmd, bounded::DEFAULT).unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--edgex-read", &format!("{INT}:Int16")]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("\"resourceName\":\"Int16\""), "{out}");
+    assert!(
+        out.trim_end().ends_with("REFUSED"),
+        "Int8 was not granted: {out}"
+    );
+    assert!(
+        err.contains(&format!("dedge: edgex {INT}: 1 reads, 0 writes")),
+        "{err}"
+    );
+    assert!(err.contains("1 refused"), "{err}");
+    // A grant the board does not sell is a usage error, before anything runs.
+    let (code, _, err) = run(&["--edgex-write", &format!("{INT}:Int64")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("Random-Integer-Device:Int64 is not offered for writing"),
+        "{err}"
+    );
+}

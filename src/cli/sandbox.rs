@@ -11,6 +11,8 @@ use super::chain_args::runtime;
 use super::{Error, say};
 use crate::board::BoardFile;
 use crate::board::values::{Arch, CgroupMode};
+use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving};
+use crate::edgex::meter::Meter;
 use crate::runtime::cgroup::{Cgroup, Limits};
 use crate::runtime::container::{Config, RecordStore, Rootfs, Runtime, Stdio};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform, RunConfig};
@@ -48,6 +50,11 @@ Options:
   --keep            keep the stopped container (rootfs, logs) until
                     `dedge sandbox rm ID`
   --rootfs DIR      use this unpacked root filesystem instead of an image
+  --edgex-read DEVICE:CMD, --edgex-write DEVICE:CMD
+                    grant the container a device command, as a lease
+                    would (repeatable; needs --board with [edgex]): the
+                    EdgeX bridge listens in the container at
+                    $DEDGE_EDGEX_URL; the counts are printed at the end
   ls                containers this CLI kept
   rm                remove one
 ";
@@ -71,6 +78,7 @@ struct Args {
     name: Option<String>,
     keep: bool,
     cmd: Vec<String>,
+    grants: Grants,
 }
 
 /// Sizes as docker writes them (`64M`, `1g`: binary units) or as boards do
@@ -127,6 +135,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
         name: None,
         keep: false,
         cmd: vec![],
+        grants: Grants::new(),
     };
     while let Some(arg) = parser.next()? {
         match arg {
@@ -148,6 +157,16 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
                 }
                 a.env.push(kv);
             }
+            Long(flag @ ("edgex-read" | "edgex-write")) => {
+                let write = flag == "edgex-write";
+                let flag = flag.to_string();
+                let v = parser.value()?.string()?;
+                let (device, command) = v
+                    .split_once(':')
+                    .ok_or_else(|| Error::Usage(format!("--{flag} {v}: write DEVICE:COMMAND")))?;
+                let g = a.grants.entry(device.to_string()).or_default();
+                if write { &mut g.write } else { &mut g.read }.insert(command.to_string());
+            }
             Long("name") => a.name = Some(parser.value()?.string()?),
             Long("keep") => a.keep = true,
             Short('h') | Long("help") => return say!("{USAGE}").map(|()| None),
@@ -162,6 +181,70 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
         }
     }
     Ok(Some(a))
+}
+
+/// The EdgeX bridge for `--edgex-read`/`--edgex-write`, in the created
+/// container's network namespace, with a throw-away usage meter.
+fn open_bridge(a: &Args, id: &str, pid: i32) -> Result<Option<(Serving, Meter)>, Error> {
+    if a.grants.is_empty() {
+        return Ok(None);
+    }
+    let board = a
+        .board
+        .as_ref()
+        .ok_or_else(|| Error::Usage("--edgex-read/--edgex-write need --board BOARD".into()))?;
+    let board = BoardFile::load(board).map_err(|e| Error::Config(e.to_string()))?;
+    let edgex = super::edgex::board_edgex(&board)?;
+    let catalogue = super::edgex::read_catalogue(edgex)?;
+    for (device, g) in &a.grants {
+        for (command, write) in g
+            .read
+            .iter()
+            .map(|c| (c, false))
+            .chain(g.write.iter().map(|c| (c, true)))
+        {
+            let sold = catalogue
+                .command(device, command)
+                .is_some_and(|c| if write { c.write } else { c.read });
+            if !sold {
+                return Err(Error::Usage(format!(
+                    "{device}:{command} is not offered for {} (see `dedge edgex ls`)",
+                    if write { "writing" } else { "reading" }
+                )));
+            }
+        }
+    }
+    let client = crate::edgex::client::Client::from_board(edgex).map_err(runtime)?;
+    let meter = Meter::new(
+        Store::temporary()
+            .map_err(runtime)?
+            .tree("edgex")
+            .map_err(runtime)?,
+    );
+    let b = std::sync::Arc::new(Bridge::new(
+        id,
+        a.grants.clone(),
+        std::sync::Arc::new(std::sync::RwLock::new(catalogue)),
+        std::sync::Arc::new(client),
+        meter.clone(),
+        BridgeLimits::from_board(edgex),
+    ));
+    let serving = Serving::open(pid, b).map_err(runtime)?;
+    Ok(Some((serving, meter)))
+}
+
+fn report_usage(meter: &Meter, id: &str) {
+    match meter.usage(id) {
+        Ok(usage) => {
+            for (device, u) in usage {
+                super::err_line(format_args!(
+                    "dedge: edgex {device}: {} reads, {} writes, {} B in, {} B out, {} refused",
+                    u.reads, u.writes, u.bytes_in, u.bytes_out, u.refused
+                ));
+            }
+        }
+        Err(e) => super::err_line(format_args!("dedge: edgex usage: {e}")),
+    }
 }
 
 fn strings(v: Vec<OsString>) -> Result<Vec<String>, Error> {
@@ -273,7 +356,12 @@ fn run_one(a: &Args, rt: &Runtime, data: &Path, arch: Arch) -> Result<(), Error>
         &root_path,
         Overrides {
             cmd: a.cmd.clone(),
-            env: a.env.clone(),
+            env: a
+                .env
+                .iter()
+                .cloned()
+                .chain((!a.grants.is_empty()).then(|| format!("{}={}", bridge::ENV, Bridge::url())))
+                .collect(),
             hostname: id.clone(),
             limits: Limits {
                 cpu_millicores: Some(a.millicores),
@@ -294,9 +382,20 @@ fn run_one(a: &Args, rt: &Runtime, data: &Path, arch: Arch) -> Result<(), Error>
         stderr: dup(2)?,
     };
     catch_interrupts();
-    rt.create(&id, rootfs, &spec, stdio, !a.keep)
+    let record = rt
+        .create(&id, rootfs, &spec, stdio, !a.keep)
         .map_err(runtime)?;
+    let edgex = match open_bridge(a, &id, record.init.pid) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = rt.delete(&id);
+            return Err(e);
+        }
+    };
     let ended = rt.start(&id).and_then(|_| wait_interruptible(rt, &id));
+    if let Some((_serving, meter)) = &edgex {
+        report_usage(meter, &id);
+    }
     let record = match ended {
         Ok(r) => r,
         Err(e) => {
