@@ -7,6 +7,7 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 pub mod edgex;
+pub mod http_agent;
 pub mod ipfs;
 pub mod logger;
 pub mod market;

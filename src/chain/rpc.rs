@@ -53,11 +53,11 @@ pub struct Rpc {
 
 impl Rpc {
     pub fn new(urls: Vec<String>, config: RpcConfig) -> Rpc {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::http_agent::agent(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(config.timeout))
+                .http_status_as_error(false),
+        );
         Rpc {
             checked: urls
                 .iter()

@@ -79,11 +79,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(metadata: &str, command: &str, data: &str, timeout: Duration) -> Client {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        // EdgeX answers are small: 16 KiB buffers, not ureq's 128 KiB.
+        let agent = crate::http_agent::agent(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(timeout))
+                .input_buffer_size(16 << 10)
+                .output_buffer_size(16 << 10)
+                .http_status_as_error(false),
+        );
         let trim = |u: &str| u.trim_end_matches('/').to_string();
         Client {
             metadata: trim(metadata),

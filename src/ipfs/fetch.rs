@@ -89,12 +89,12 @@ const CAR_ACCEPT: &str = "application/vnd.ipld.car; version=1; order=dfs; dups=y
 impl Fetcher {
     /// `cache` holds verified blocks between attempts (and restarts).
     pub fn new(gateways: Vec<String>, cache: &Path, limits: Limits) -> Fetcher {
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(limits.deadline))
-            .timeout_recv_body(Some(Duration::from_secs(30)))
-            .http_status_as_error(false)
-            .build()
-            .into();
+        let agent = crate::http_agent::agent(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(limits.deadline))
+                .timeout_recv_body(Some(Duration::from_secs(30)))
+                .http_status_as_error(false),
+        );
         Fetcher {
             gateways: gateways
                 .into_iter()

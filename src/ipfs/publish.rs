@@ -90,11 +90,11 @@ pub fn dag_import(
             report: progress,
         })
         .chain(io::Cursor::new(tail.into_bytes()));
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(3600)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent = crate::http_agent::agent(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(3600)))
+            .http_status_as_error(false),
+    );
     let mut resp = agent
         .post(&url)
         .header(
