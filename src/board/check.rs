@@ -369,6 +369,15 @@ fn check_edgex(e: &Edgex, f: &mut Findings) {
             for (j, cmd) in list.iter().enumerate() {
                 if let Err(why) = edgex_name(cmd) {
                     f.add(list_path.index(j), format!("command name {why}"), None);
+                } else if cmd.contains(':') {
+                    // Lease grants are DEVICE:COMMAND:MODE.
+                    f.add(
+                        list_path.index(j),
+                        format!(
+                            "command name `{cmd}` contains `:`, which lease grants cannot carry"
+                        ),
+                        None,
+                    );
                 }
             }
         }

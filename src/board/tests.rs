@@ -158,6 +158,14 @@ fn duplicate_device_is_pointed_at_the_repeat() {
 }
 
 #[test]
+fn command_names_cannot_break_the_grant_format() {
+    let text = edit("read = [\"Bool\"]", "read = [\"Bool:r\"]");
+    let p = &problems(&text)[0];
+    assert!(p.message.contains("`Bool:r` contains `:`"), "{}", p.message);
+    assert_eq!(p.key.as_deref(), Some("edgex.devices[1].read[0]"));
+}
+
+#[test]
 fn jwt_auth_requires_its_secret_store() {
     let text = edit("auth = \"none\"", "auth = \"jwt\"");
     let keys: Vec<String> = problems(&text).into_iter().filter_map(|p| p.key).collect();

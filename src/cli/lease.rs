@@ -38,7 +38,8 @@ Offer options (propose):
   --disk SIZE         default 256MiB
   --duration D        longest the lease may run (default 1h)
   --interval D        payment interval (default: the gateway's)
-  --device NAME:CMD[:rw]   an EdgeX grant (repeatable; :r when omitted)
+  --device NAME:CMD[:MODE] an EdgeX grant, MODE r, w or rw (repeatable; r
+                           when omitted)
   --price EDG         EDG per second (default: the gateway's prices for
                       what is asked)
   --expiry D          how long the offer stays open (default 10m)
@@ -258,10 +259,10 @@ fn propose(chain: &Chain, a: &Args) -> Result<(), Error> {
         let parts: Vec<&str> = d.split(':').collect();
         let (name, cmd, mode) = match parts.as_slice() {
             [n, c] => (*n, *c, "r"),
-            [n, c, m @ ("r" | "rw")] => (*n, *c, *m),
+            [n, c, m @ ("r" | "w" | "rw")] => (*n, *c, *m),
             _ => {
                 return Err(Error::Usage(format!(
-                    "--device {d}: expected NAME:CMD or NAME:CMD:rw"
+                    "--device {d}: expected NAME:CMD[:r|w|rw]"
                 )));
             }
         };
