@@ -159,6 +159,12 @@ fn the_client_reads_writes_and_lists_like_edgex() {
     let sim = Simulator::start(&[]);
     let c = sim.client();
     c.ping().unwrap();
+    assert_eq!(c.version().unwrap(), "4.0.2");
+    let all = c.devices().unwrap();
+    assert_eq!(all.len(), 6, "device-virtual's six devices");
+    assert!(all.iter().all(|d| d.service_name == "device-virtual"));
+    let services = c.device_services().unwrap();
+    assert_eq!(services[0].name, "device-virtual");
     let d = c.device(INT).unwrap();
     assert_eq!(d.profile_name, INT);
     assert_eq!(d.service_name, "device-virtual");
@@ -753,6 +759,7 @@ fn simulator_answers_and_bridge_requests_match_the_openapi_files() {
     ));
     x.push(exchange(&sim, md, "GET", "/api/v3/device/name/Nope", ""));
     x.push(exchange(&sim, md, "GET", "/api/v3/deviceservice/all", ""));
+    x.push(exchange(&sim, md, "GET", "/api/v3/version", ""));
     for p in [
         "Random-Boolean-Device",
         INT,
@@ -1005,4 +1012,27 @@ fn sandbox_run_with_grants_reaches_edgex_and_prints_the_counts() {
         err.contains("Random-Integer-Device:Int64 is not offered for writing"),
         "{err}"
     );
+}
+
+/// The agent's catalogue survives EdgeX being away at start and fills in
+/// when it answers.
+#[test]
+fn the_catalogue_is_read_again_until_edgex_answers() {
+    let mut sim = Simulator::start(&[]);
+    let client = Arc::new(sim.client());
+    sim.stop();
+    let r = dedge::edgex::catalogue::Refresher::start(client, offers(), Duration::from_millis(100));
+    let cat = r.catalogue();
+    assert!(cat.read().unwrap().devices.is_empty());
+    sim.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cat.read().unwrap().devices.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cat.read().unwrap().command(INT, "Int8").is_some());
+    // EdgeX going away again keeps what was read.
+    sim.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cat.read().unwrap().command(INT, "Int8").is_some());
 }

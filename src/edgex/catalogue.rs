@@ -7,6 +7,9 @@
 //! document and every lease's bridge use it.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 use super::Error;
 use super::client::Client;
@@ -130,6 +133,74 @@ impl Catalogue {
                 }
             })
             .collect()
+    }
+}
+
+/// The catalogue the agent's bridges check against, read again every
+/// `every` on its own thread. A failed read keeps the previous catalogue
+/// (EdgeX restarting must not unsell every device for a refresh period);
+/// a successful one replaces it, so a device the operator stopped offering
+/// or EdgeX removed is refused from then on.
+pub struct Refresher {
+    current: Arc<RwLock<Catalogue>>,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Refresher {
+    /// Reads once now (an error leaves the catalogue empty until EdgeX
+    /// answers), then every `every`.
+    pub fn start(client: Arc<Client>, offers: Vec<BoardDevice>, every: Duration) -> Refresher {
+        let read = move |client: &Client| Catalogue::read(client, &offers);
+        let first = read(&client).unwrap_or_else(|e| {
+            log::warn!("edgex catalogue: {e}; nothing is offered until EdgeX answers");
+            Catalogue::default()
+        });
+        let current = Arc::new(RwLock::new(first));
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let thread = {
+            let (current, stop) = (current.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (lock, wake) = &*stop;
+                let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    stopped = wake
+                        .wait_timeout(stopped, every)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                    if *stopped {
+                        return;
+                    }
+                    match read(&client) {
+                        Ok(cat) => {
+                            *current.write().unwrap_or_else(|p| p.into_inner()) = cat;
+                        }
+                        Err(e) => log::warn!("edgex catalogue: {e}; keeping the last one"),
+                    }
+                }
+            })
+        };
+        Refresher {
+            current,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The catalogue to give bridges; it changes in place at each refresh.
+    pub fn catalogue(&self) -> Arc<RwLock<Catalogue>> {
+        self.current.clone()
+    }
+}
+
+impl Drop for Refresher {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::de::DeserializeOwned;
 
 use super::Error;
-use super::model::{BaseResponse, Device, DeviceProfile, Event};
+use super::model::{BaseResponse, Device, DeviceProfile, DeviceService, Event};
 
 /// Everything but RFC 3986's unreserved characters is encoded.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -282,6 +282,32 @@ impl Client {
         let v: serde_json::Value = self.get(&url)?;
         serde_json::from_value(v["device"].clone())
             .map_err(|e| Error::Value(format!("{url}: device: {e}")))
+    }
+
+    /// Every device core-metadata knows (up to EdgeX's maximum page, 1024).
+    pub fn devices(&self) -> Result<Vec<Device>, Error> {
+        let url = format!("{}/api/v3/device/all?limit=-1", self.metadata);
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["devices"].clone())
+            .map_err(|e| Error::Value(format!("{url}: devices: {e}")))
+    }
+
+    /// The device services core-metadata knows.
+    pub fn device_services(&self) -> Result<Vec<DeviceService>, Error> {
+        let url = format!("{}/api/v3/deviceservice/all?limit=-1", self.metadata);
+        let v: serde_json::Value = self.get(&url)?;
+        serde_json::from_value(v["services"].clone())
+            .map_err(|e| Error::Value(format!("{url}: services: {e}")))
+    }
+
+    /// core-command's version (`4.0.2` for EdgeX 4.0.2).
+    pub fn version(&self) -> Result<String, Error> {
+        let url = format!("{}/api/v3/version", self.command);
+        let v: serde_json::Value = self.get(&url)?;
+        v["version"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| Error::Value(format!("{url}: no version in the answer")))
     }
 
     pub fn profile(&self, name: &str) -> Result<DeviceProfile, Error> {

@@ -27,6 +27,17 @@ pub struct Device {
     pub labels: Vec<String>,
 }
 
+/// A device service as core-metadata lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceService {
+    pub name: String,
+    #[serde(default)]
+    pub base_address: String,
+    #[serde(default)]
+    pub admin_state: String,
+}
+
 /// A device profile: the device's resources and commands.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -737,6 +737,16 @@ impl Handler for Sim {
             )
         } else if let Err(denied) = Sim::authorised(&st, req) {
             denied
+        } else if req.path == "/api/v3/version" && req.method == "GET" {
+            let name = match self.service {
+                Service::Metadata => "core-metadata",
+                Service::Command => "core-command",
+                _ => "core-data",
+            };
+            Response::json(
+                200,
+                &json!({"apiVersion": "v3", "version": "4.0.2", "serviceName": name}),
+            )
         } else {
             let segs: Option<Vec<String>> = req.path.strip_prefix("/api/v3/").map(|p| {
                 p.split('/')
