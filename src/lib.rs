@@ -11,6 +11,7 @@ pub mod http_agent;
 pub mod ipfs;
 pub mod logger;
 pub mod market;
+pub mod p2p;
 pub mod runtime;
 pub mod store;
 pub mod units;

@@ -11,6 +11,7 @@ use k256::ecdsa::SigningKey;
 use super::Error;
 
 /// A private key and the address it controls.
+#[derive(Clone)]
 pub struct Signer {
     key: SigningKey,
     address: Address,

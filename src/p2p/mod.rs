@@ -1,0 +1,66 @@
+//! Buyer ↔ seller messaging: the paper's Whisper/PSS, which no longer
+//! exist, replaced by a direct connection to the endpoint the gateway
+//! advertises on chain.
+//!
+//! - `frame`: length-prefixed frames with a size cap checked before any
+//!   allocation;
+//! - `handshake`: each side proves its chain key and contributes an
+//!   ephemeral secp256k1 key; ECDH + HKDF-SHA256 give one ChaCha20-Poly1305
+//!   key per direction (forward secret: the chain keys only sign);
+//! - `message`: the messages, postcard-encoded, each in an envelope signed by
+//!   the sender's chain key over the chain id, both parties, a sequence number
+//!   and a timestamp;
+//! - `session`: an established, encrypted link that sends and receives
+//!   envelopes and refuses anything out of order, replayed, for another
+//!   party or chain, or badly signed.
+//!
+//! docs/PROTOCOL.md §6 has the wire format and why it is built this way.
+
+pub mod frame;
+pub mod handshake;
+pub mod message;
+pub mod session;
+
+pub use handshake::{ReplayGuard, accept, connect};
+pub use message::{Body, OfferTerms};
+pub use session::Session;
+
+/// Protocol version carried in the handshake.
+pub const VERSION: u8 = 1;
+
+/// Largest frame either side accepts (logs are sent in chunks below it).
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// How far a peer's clock may be from ours, in seconds.
+pub const CLOCK_SKEW: u64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer sent something that is not a well-formed frame or message.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// Well-formed but not acceptable: wrong chain or party, replayed, stale,
+    /// badly signed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The link's authentication failed: tampered, reordered or replayed
+    /// bytes, or a key we cannot use.
+    #[error("link integrity: {0}")]
+    Integrity(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Is `t` within the allowed skew of now?
+pub(crate) fn fresh(t: u64, now: u64) -> bool {
+    t.abs_diff(now) <= CLOCK_SKEW
+}
