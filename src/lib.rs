@@ -2,6 +2,7 @@
 //! EdgeX sensors attached to them. One crate, one binary: the seller agent
 //! that runs on gateways and the buyer CLI. ARCHITECTURE.md maps the modules.
 
+pub mod agent;
 pub mod board;
 pub mod chain;
 pub mod channel;

@@ -275,13 +275,7 @@ fn propose(chain: &Chain, a: &Args) -> Result<(), Error> {
     }
     let price = match a.price {
         Some(p) => p.wei(),
-        None => {
-            let unit = |s: &str| s.parse::<u128>().unwrap_or(0);
-            let cpu = unit(&caps.price_cpu_core_second) * u128::from(millicores) / 1000;
-            let mem = unit(&caps.price_memory_gib_second) * u128::from(memory.bytes()) / (1 << 30);
-            let dev = caps.price_device_second.as_deref().map_or(0, unit) * devices.len() as u128;
-            cpu + mem + dev
-        }
+        None => caps.lease_price(millicores, memory.bytes(), devices.len()),
     };
     let duration = a
         .duration

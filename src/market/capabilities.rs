@@ -127,6 +127,20 @@ impl Capabilities {
         serde_json::from_str(json).map_err(|e| format!("capability document: {e}"))
     }
 
+    /// What a lease of these resources costs per second at these prices
+    /// (the figure buyers offer and the agent admits against).
+    pub fn lease_price(&self, millicores: u32, memory: u64, devices: usize) -> u128 {
+        let unit = |s: &str| s.parse::<u128>().unwrap_or(0);
+        lease_price(
+            unit(&self.price_cpu_core_second),
+            unit(&self.price_memory_gib_second),
+            self.price_device_second.as_deref().map_or(0, unit),
+            millicores,
+            memory,
+            devices,
+        )
+    }
+
     /// Does the gateway sell `device` (and `command`, if given)?
     pub fn sells(&self, device: &str, command: Option<&str>) -> bool {
         self.devices.iter().any(|d| {
@@ -134,6 +148,23 @@ impl Capabilities {
                 && command.is_none_or(|c| d.read.iter().chain(&d.write).any(|x| x == c))
         })
     }
+}
+
+/// EDG base units per second for `millicores` of CPU, `memory` bytes and
+/// `devices` device grants, rounding each part down (saturating, never
+/// wrapping).
+pub fn lease_price(
+    cpu_core_second: u128,
+    memory_gib_second: u128,
+    device_second: u128,
+    millicores: u32,
+    memory: u64,
+    devices: usize,
+) -> u128 {
+    let cpu = cpu_core_second.saturating_mul(u128::from(millicores)) / 1000;
+    let mem = memory_gib_second.saturating_mul(u128::from(memory)) / (1 << 30);
+    let dev = device_second.saturating_mul(devices as u128);
+    cpu.saturating_add(mem).saturating_add(dev)
 }
 
 #[cfg(test)]

@@ -1,0 +1,24 @@
+//! The seller agent: what it decides about leases, kept apart from how it
+//! talks (p2p, chain) so each rule is testable on its own.
+//!
+//! - `lease`: the lease state machine and its durable record in sled;
+//! - `admission`: whether an offer fits the board's capacity, devices and
+//!   prices;
+//! - `payment`: what a buyer owes, and freeze / thaw / stop.
+//!
+//! The daemon that drives these (`dedge agent`) comes with the rest of
+//! issue 8.
+
+pub mod admission;
+pub mod lease;
+pub mod payment;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("lease store: {0}")]
+    Store(String),
+    #[error("{0}")]
+    Lease(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
