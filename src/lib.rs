@@ -15,4 +15,5 @@ pub mod market;
 pub mod p2p;
 pub mod runtime;
 pub mod store;
+pub mod tcp_server;
 pub mod units;

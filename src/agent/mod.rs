@@ -4,13 +4,18 @@
 //! - `lease`: the lease state machine and its durable record in sled;
 //! - `admission`: whether an offer fits the board's capacity, devices and
 //!   prices;
-//! - `payment`: what a buyer owes, and freeze / thaw / stop.
+//! - `payment`: what a buyer owes, and freeze / thaw / stop;
+//! - `offers`: the offer desk (signature, on-chain proposal, admission,
+//!   accept on chain);
+//! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
 //!
 //! The daemon that drives these (`dedge agent`) comes with the rest of
 //! issue 8.
 
 pub mod admission;
+pub mod endpoint;
 pub mod lease;
+pub mod offers;
 pub mod payment;
 
 #[derive(Debug, thiserror::Error)]

@@ -8,11 +8,10 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
+
+use crate::tcp_server::{Connections, TcpServer};
 
 /// A request as the handler sees it. `path` is still percent-encoded.
 #[derive(Debug, Clone)]
@@ -285,71 +284,37 @@ pub fn serve_connection(stream: TcpStream, limits: &Limits, handler: &dyn Handle
 }
 
 /// A listening socket served on its own threads until dropped.
-pub struct Server {
-    listener: Arc<TcpListener>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+pub struct Server(TcpServer);
+
+struct Http {
+    limits: Limits,
+    handler: Arc<dyn Handler>,
+}
+
+impl Connections for Http {
+    fn serve(&self, conn: TcpStream) {
+        serve_connection(conn, &self.limits, self.handler.as_ref());
+    }
+
+    fn busy(&self, mut conn: TcpStream, cap: usize) {
+        let msg = format!("more than {cap} connections at once");
+        let _ = write_response(&mut conn, &self.handler.refusal(503, &msg), true);
+    }
 }
 
 impl Server {
     pub fn spawn(listener: TcpListener, limits: Limits, handler: Arc<dyn Handler>) -> Server {
-        let listener = Arc::new(listener);
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (listener, stop) = (listener.clone(), stop.clone());
-            std::thread::spawn(move || accept_loop(&listener, &stop, limits, handler))
-        };
-        Server {
+        let cap = limits.connections;
+        Server(TcpServer::spawn(
             listener,
-            stop,
-            accept: Some(accept),
-        }
+            cap,
+            "http-conn",
+            Arc::new(Http { limits, handler }),
+        ))
     }
 
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-fn accept_loop(listener: &TcpListener, stop: &AtomicBool, limits: Limits, h: Arc<dyn Handler>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(mut conn) = conn else {
-            // EMFILE and friends: back off instead of spinning.
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
-        if active.fetch_add(1, Ordering::SeqCst) >= limits.connections {
-            active.fetch_sub(1, Ordering::SeqCst);
-            let msg = format!("more than {} connections at once", limits.connections);
-            let _ = write_response(&mut conn, &h.refusal(503, &msg), true);
-            continue;
-        }
-        let (h, active) = (h.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("http-conn".into())
-            .spawn(move || {
-                serve_connection(conn, &limits, h.as_ref());
-                active.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            log::warn!("cannot start a connection thread");
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // SAFETY: shutdown(2) on the listening socket we still own (the Arc
-        // keeps it open); it wakes the blocked accept, which then sees stop.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
+        self.0.local_addr()
     }
 }
 

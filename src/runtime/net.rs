@@ -3,20 +3,18 @@
 //! A helper thread enters the namespace (`setns`), binds a listening socket
 //! on the container's 127.0.0.1, and exits; the socket stays in that
 //! namespace while the agent accepts on it from its own. Each connection is
-//! relayed to one host address fixed by the agent (the EdgeX bridge, a
-//! buyer's declared backend). No veth, no iptables, no route out other
+//! relayed to one host address fixed by the agent (a buyer's declared
+//! backend), or served by the agent itself (the EdgeX bridge). No veth, no iptables, no route out other
 //! than the ones opened here.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 
 use nix::sched::{CloneFlags, setns};
 
 use super::{Error, Result};
+use crate::tcp_server::{Connections, TcpServer};
 
 /// A listening socket on 127.0.0.1:`port` in the network namespace of
 /// process `pid` (a container's init; port 0 picks a free one). The caller
@@ -47,9 +45,33 @@ pub fn listen_in(pid: i32, port: u16) -> Result<TcpListener> {
 /// it closes the port.
 pub struct Forward {
     inside: SocketAddr,
-    listener: Arc<TcpListener>,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    _server: TcpServer,
+}
+
+/// Connections relayed at once per forwarded port.
+const MAX_RELAYED: usize = 64;
+
+struct Relay {
+    target: SocketAddr,
+}
+
+impl Connections for Relay {
+    fn serve(&self, inside: TcpStream) {
+        // Connections are relayed from the agent's namespace (this thread
+        // never entered the container's).
+        match TcpStream::connect(self.target) {
+            Ok(outside) => relay(inside, outside),
+            Err(e) => {
+                log::warn!("forward to {}: {e}", self.target);
+                let _ = inside.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    fn busy(&self, conn: TcpStream, cap: usize) {
+        log::warn!("forward to {}: more than {cap} connections", self.target);
+        let _ = conn.shutdown(Shutdown::Both);
+    }
 }
 
 impl Forward {
@@ -61,54 +83,16 @@ impl Forward {
         let inside = listener
             .local_addr()
             .map_err(|e| Error::Sandbox(format!("local address: {e}")))?;
-        let listener = Arc::new(listener);
-        let stop = Arc::new(AtomicBool::new(false));
-        let accept = {
-            let (listener, stop) = (listener.clone(), stop.clone());
-            std::thread::spawn(move || accept_loop(&listener, &stop, target))
-        };
         log::debug!("forwarding {inside} in pid {pid}'s network to {target}");
         Ok(Forward {
             inside,
-            listener,
-            stop,
-            accept: Some(accept),
+            _server: TcpServer::spawn(listener, MAX_RELAYED, "forward", Arc::new(Relay { target })),
         })
     }
 
     /// The address the container connects to.
     pub fn inside(&self) -> SocketAddr {
         self.inside
-    }
-}
-
-impl Drop for Forward {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // SAFETY: shutdown on a socket fd we still own (the Arc keeps the
-        // listener open); it wakes the blocked accept with an error.
-        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn accept_loop(listener: &TcpListener, stop: &AtomicBool, target: SocketAddr) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(inside) = conn else { continue };
-        // Connections are relayed from the agent's namespace (this thread
-        // never entered the container's).
-        std::thread::spawn(move || match TcpStream::connect(target) {
-            Ok(outside) => relay(inside, outside),
-            Err(e) => {
-                log::warn!("forward to {target}: {e}");
-                let _ = inside.shutdown(Shutdown::Both);
-            }
-        });
     }
 }
 

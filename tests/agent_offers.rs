@@ -1,0 +1,195 @@
+//! The agent's offer desk behind its p2p endpoint, against a real anvil: a
+//! buyer proposes on chain and sends the signed offer over an encrypted
+//! session; a fair offer is accepted on chain, asked again it is answered
+//! the same without a second transaction, and each bad offer is refused
+//! with its reason and left unaccepted on chain.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, RwLock};
+
+use alloy_primitives::{Address, B256, U256, Uint};
+use common::{Anvil, policy, signer};
+use dedge::agent::admission::Policy;
+use dedge::agent::endpoint;
+use dedge::agent::lease::{LeaseBook, State};
+use dedge::agent::offers::OfferDesk;
+use dedge::board::BoardFile;
+use dedge::chain::bindings::IEDGToken;
+use dedge::chain::eip712::{self, Offer};
+use dedge::chain::tx::TxSender;
+use dedge::chain::{Deployment, Rpc, Signer};
+use dedge::edgex::catalogue::Catalogue;
+use dedge::market::{self, Capabilities};
+use dedge::p2p::{self, Body, OfferTerms};
+use dedge::store::Store;
+
+struct Seller {
+    rpc: Rpc,
+    d: Deployment,
+    gateway: Signer,
+    store: Store,
+    book: LeaseBook,
+    policy: Policy,
+    catalogue: RwLock<Catalogue>,
+}
+
+impl Seller {
+    fn handle(&self, peer: Address, body: Body) -> Option<Body> {
+        match body {
+            Body::Offer { terms, signature } => {
+                let tx = TxSender::new(
+                    &self.rpc,
+                    &self.gateway,
+                    self.d.chain_id,
+                    self.store.tree("nonces").unwrap(),
+                    policy(),
+                );
+                let desk = OfferDesk {
+                    book: &self.book,
+                    policy: &self.policy,
+                    catalogue: &self.catalogue,
+                    rpc: &self.rpc,
+                    deployment: &self.d,
+                    seller: &tx,
+                };
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                Some(desk.take(peer, &terms, &signature, now))
+            }
+            _ => Some(Body::Error {
+                message: "not handled here".into(),
+            }),
+        }
+    }
+}
+
+#[test]
+fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let rpc = anvil.rpc();
+    let nonces = Store::temporary().unwrap();
+    let tx = |s| TxSender::new(&rpc, s, anvil.chain_id, nonces.tree("n").unwrap(), policy());
+    let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
+    tx(&deployer)
+        .execute(
+            d.token,
+            &IEDGToken::transferCall {
+                to: buyer.address(),
+                value: U256::from(10u128.pow(21)),
+            },
+        )
+        .unwrap();
+    market::register_gateway(&tx(&operator), &gateway, &d).unwrap();
+
+    let board = BoardFile::load(&common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .board;
+    let caps = Capabilities::from_board(&board);
+    let store = Store::temporary().unwrap();
+    let seller = Arc::new(Seller {
+        rpc: anvil.rpc(),
+        d,
+        gateway: signer(2),
+        book: LeaseBook::open(store.tree("leases").unwrap()).unwrap(),
+        store,
+        policy: Policy::from_board(&board, gateway.address()),
+        catalogue: RwLock::new(Catalogue::default()),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handler = {
+        let s = seller.clone();
+        Arc::new(move |peer, body| s.handle(peer, body))
+    };
+    let _endpoint = endpoint::serve(listener, signer(2), anvil.chain_id, handler);
+
+    let domain = eip712::market_domain(anvil.chain_id, d.market);
+    let mut nonce = 0u64;
+    let mut offer = |cpu: u32| {
+        nonce += 1;
+        Offer {
+            buyer: buyer.address(),
+            gateway: gateway.address(),
+            cpuMillicores: cpu,
+            memoryBytes: 64 << 20,
+            diskBytes: 256 << 20,
+            devices: vec![],
+            pricePerSecond: Uint::from(caps.lease_price(cpu, 64 << 20, 0)),
+            maxDuration: 3600,
+            paymentInterval: 5,
+            image: "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi".into(),
+            expiry: Uint::from(u32::MAX),
+            nonce,
+        }
+    };
+    // One session per question, as a buyer CLI would open.
+    let ask = |o: &Offer, by: &Signer, link: &Signer| -> Body {
+        let id = eip712::offer_hash(o, &domain);
+        let signature = by.sign_hash(&id).unwrap().as_bytes().to_vec();
+        let stream = TcpStream::connect(addr).unwrap();
+        let mut s = p2p::connect(stream, link, anvil.chain_id, gateway.address()).unwrap();
+        s.send(Body::Offer {
+            terms: OfferTerms::from(o),
+            signature,
+        })
+        .unwrap();
+        s.recv().unwrap()
+    };
+    let on_chain = |id: B256| market::lease(&rpc, &d, id).unwrap().state;
+    let buyer_tx = tx(&buyer);
+
+    // A fair offer: accepted on chain, recorded; asked again, same answer.
+    let fair = offer(500);
+    let id = market::propose(&buyer_tx, &d, &fair).unwrap();
+    assert_eq!(
+        ask(&fair, &buyer, &buyer),
+        Body::OfferAccepted { lease: id.0 }
+    );
+    assert_eq!(on_chain(id), 2, "accepted on chain");
+    assert_eq!(
+        seller.book.get(&id.0).unwrap().unwrap().state,
+        State::Accepted
+    );
+    assert_eq!(
+        ask(&fair, &buyer, &buyer),
+        Body::OfferAccepted { lease: id.0 }
+    );
+
+    let refused = |answer: Body, why: &str| match answer {
+        Body::OfferRefused { reason, .. } => assert!(reason.contains(why), "{reason} lacks {why}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    // Beyond capacity (500 of 1000 millicores are taken).
+    let big = offer(600);
+    let big_id = market::propose(&buyer_tx, &d, &big).unwrap();
+    refused(
+        ask(&big, &buyer, &buyer),
+        "CPU (millicores): asked 600, 500 free",
+    );
+    assert_eq!(on_chain(big_id), 1, "still only proposed");
+    assert_eq!(
+        seller.book.get(&big_id.0).unwrap().unwrap().state,
+        State::Refused
+    );
+    refused(ask(&big, &buyer, &buyer), "CPU (millicores)");
+    // Signed by someone else.
+    let forged = offer(100);
+    market::propose(&buyer_tx, &d, &forged).unwrap();
+    refused(ask(&forged, &signer(4), &buyer), "not by its buyer");
+    // Never proposed on chain.
+    refused(ask(&offer(100), &buyer, &buyer), "is not proposed on chain");
+    // Sent over someone else's link.
+    let relayed = offer(100);
+    market::propose(&buyer_tx, &d, &relayed).unwrap();
+    refused(ask(&relayed, &buyer, &signer(4)), "this link is with");
+    // Underpriced.
+    let mut cheap = offer(100);
+    cheap.pricePerSecond = Uint::from(caps.lease_price(100, 64 << 20, 0) - 1);
+    market::propose(&buyer_tx, &d, &cheap).unwrap();
+    refused(ask(&cheap, &buyer, &buyer), "these resources cost");
+}
