@@ -107,7 +107,11 @@ pub struct Lease {
     /// Unix time it started running (the meter starts then).
     pub running_since: Option<u64>,
     pub channel: Option<[u8; 32]>,
-    /// Highest cumulative payment stored durably (EDG base units).
+    /// The channel's cumulative amount when it started paying this lease
+    /// (channels are reused across leases; proofs are cumulative).
+    pub channel_base: u128,
+    /// Paid for this lease so far, as of the newest durable proof (EDG
+    /// base units); the channel receiver's record is the source of truth.
     pub paid: u128,
     /// Why it was refused, expired, failed or terminated.
     pub reason: Option<String>,
@@ -125,6 +129,7 @@ impl Lease {
             since: now,
             running_since: None,
             channel: None,
+            channel_base: 0,
             paid: 0,
             reason: None,
             history: vec![(State::Offered, now)],

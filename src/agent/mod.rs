@@ -7,6 +7,8 @@
 //! - `payment`: what a buyer owes, and freeze / thaw / stop;
 //! - `offers`: the offer desk (signature, on-chain proposal, admission,
 //!   accept on chain);
+//! - `payments`: the payments desk (the channel that pays for a lease,
+//!   balance proofs stored durably before they are acknowledged);
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
 //!
 //! The daemon that drives these (`dedge agent`) comes with the rest of
@@ -17,6 +19,7 @@ pub mod endpoint;
 pub mod lease;
 pub mod offers;
 pub mod payment;
+pub mod payments;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

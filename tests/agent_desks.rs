@@ -1,8 +1,12 @@
-//! The agent's offer desk behind its p2p endpoint, against a real anvil: a
-//! buyer proposes on chain and sends the signed offer over an encrypted
-//! session; a fair offer is accepted on chain, asked again it is answered
-//! the same without a second transaction, and each bad offer is refused
-//! with its reason and left unaccepted on chain.
+//! The agent's offer and payment desks behind its p2p endpoint, against a
+//! real anvil. A buyer proposes on chain and sends the signed offer over an
+//! encrypted session: a fair offer is accepted on chain (asked again, the
+//! same answer without a second transaction); beyond capacity, forged,
+//! unproposed, relayed and underpriced offers are refused with their reason
+//! and left unaccepted. Then the channel: refused before the fee is
+//! deposited, for someone else's channel or lease; proven for the buyer's.
+//! Payments are acknowledged once durable; stale, forged and over-deposit
+//! proofs are refused; the lease's paid amount follows.
 
 mod common;
 
@@ -15,11 +19,13 @@ use dedge::agent::admission::Policy;
 use dedge::agent::endpoint;
 use dedge::agent::lease::{LeaseBook, State};
 use dedge::agent::offers::OfferDesk;
+use dedge::agent::payments::PaymentDesk;
 use dedge::board::BoardFile;
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::eip712::{self, Offer};
 use dedge::chain::tx::TxSender;
 use dedge::chain::{Deployment, Rpc, Signer};
+use dedge::channel::{Receiver, Sender, onchain};
 use dedge::edgex::catalogue::Catalogue;
 use dedge::market::{self, Capabilities};
 use dedge::p2p::{self, Body, OfferTerms};
@@ -33,6 +39,7 @@ struct Seller {
     book: LeaseBook,
     policy: Policy,
     catalogue: RwLock<Catalogue>,
+    receiver: Receiver,
 }
 
 impl Seller {
@@ -54,17 +61,44 @@ impl Seller {
                     deployment: &self.d,
                     seller: &tx,
                 };
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_secs();
-                Some(desk.take(peer, &terms, &signature, now))
+                Some(desk.take(peer, &terms, &signature, now()))
             }
+            Body::ChannelProof { lease, channel } => {
+                Some(self.payments().channel_proof(peer, lease, channel, now()))
+            }
+            Body::Payment {
+                lease,
+                channel,
+                amount,
+                signature,
+            } => Some(
+                self.payments()
+                    .payment(peer, lease, channel, amount, signature),
+            ),
             _ => Some(Body::Error {
                 message: "not handled here".into(),
             }),
         }
     }
+}
+
+impl Seller {
+    fn payments(&self) -> PaymentDesk<'_> {
+        PaymentDesk {
+            book: &self.book,
+            receiver: &self.receiver,
+            rpc: &self.rpc,
+            deployment: &self.d,
+            gateway: self.gateway.address(),
+        }
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 #[test]
@@ -75,15 +109,17 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
     let nonces = Store::temporary().unwrap();
     let tx = |s| TxSender::new(&rpc, s, anvil.chain_id, nonces.tree("n").unwrap(), policy());
     let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
-    tx(&deployer)
-        .execute(
-            d.token,
-            &IEDGToken::transferCall {
-                to: buyer.address(),
-                value: U256::from(10u128.pow(21)),
-            },
-        )
-        .unwrap();
+    for to in [buyer.address(), signer(4).address()] {
+        tx(&deployer)
+            .execute(
+                d.token,
+                &IEDGToken::transferCall {
+                    to,
+                    value: U256::from(10u128.pow(21)),
+                },
+            )
+            .unwrap();
+    }
     market::register_gateway(&tx(&operator), &gateway, &d).unwrap();
 
     let board = BoardFile::load(&common::repo().join("boards/dev-x86_64.toml"))
@@ -96,6 +132,8 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         d,
         gateway: signer(2),
         book: LeaseBook::open(store.tree("leases").unwrap()).unwrap(),
+        receiver: Receiver::new(store.clone(), anvil.chain_id, d.channels, gateway.address())
+            .unwrap(),
         store,
         policy: Policy::from_board(&board, gateway.address()),
         catalogue: RwLock::new(Catalogue::default()),
@@ -192,4 +230,111 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
     cheap.pricePerSecond = Uint::from(caps.lease_price(100, 64 << 20, 0) - 1);
     market::propose(&buyer_tx, &d, &cheap).unwrap();
     refused(ask(&cheap, &buyer, &buyer), "these resources cost");
+
+    // The channel that pays for the accepted lease.
+    let gw = gateway.address();
+    let error = |answer: Body, why: &str| match answer {
+        Body::Error { message } => assert!(message.contains(why), "{message} lacks {why}"),
+        other => panic!("{why}: {other:?}"),
+    };
+    let mine = onchain::open(&buyer_tx, &d, gw, U256::from(10u128.pow(18))).unwrap();
+    let proof_of = |channel: B256| Body::ChannelProof {
+        lease: id.0,
+        channel: channel.0,
+    };
+    error(
+        say(addr, &buyer, anvil.chain_id, gw, proof_of(mine.id)),
+        "the fee is not deposited",
+    );
+    market::deposit_fee(&buyer_tx, &d, id).unwrap();
+    let theirs = onchain::open(&tx(&signer(4)), &d, gw, U256::from(10u128.pow(18))).unwrap();
+    error(
+        say(addr, &buyer, anvil.chain_id, gw, proof_of(theirs.id)),
+        "not from the buyer",
+    );
+    error(
+        say(addr, &signer(4), anvil.chain_id, gw, proof_of(theirs.id)),
+        "is not yours",
+    );
+    match say(addr, &buyer, anvil.chain_id, gw, proof_of(mine.id)) {
+        Body::Status { state, .. } => assert_eq!(state, "channel proven"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        seller.book.get(&id.0).unwrap().unwrap().state,
+        State::ChannelProven
+    );
+
+    // Payments: acknowledged once durable; stale, forged and over-deposit
+    // proofs refused.
+    let pay = Sender::new(
+        Store::temporary().unwrap(),
+        anvil.chain_id,
+        d.channels,
+        signer(1),
+    )
+    .unwrap();
+    pay.open(mine).unwrap();
+    let payment = |p: &dedge::channel::Proof| Body::Payment {
+        lease: p.lease.0,
+        channel: p.channel.0,
+        amount: p.amount.to_be_bytes(),
+        signature: p.signature.clone(),
+    };
+    let p1 = pay.pay(mine.id, id, U256::from(1000)).unwrap();
+    assert_eq!(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&p1)),
+        Body::PaymentAck {
+            lease: id.0,
+            amount: p1.amount.to_be_bytes()
+        }
+    );
+    assert_eq!(seller.book.get(&id.0).unwrap().unwrap().paid, 1000);
+    error(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&p1)),
+        "stale proof",
+    );
+    let mut forged = pay.pay(mine.id, id, U256::from(1)).unwrap();
+    let digest = eip712::balance_proof_digest(
+        mine.id,
+        forged.amount,
+        id,
+        &eip712::channels_domain(anvil.chain_id, d.channels),
+    );
+    forged.signature = signer(4).sign_hash(&digest).unwrap().as_bytes().to_vec();
+    error(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&forged)),
+        "signature is from",
+    );
+    let big = U256::from(2 * 10u128.pow(18));
+    let digest = eip712::balance_proof_digest(
+        mine.id,
+        big,
+        id,
+        &eip712::channels_domain(anvil.chain_id, d.channels),
+    );
+    let p_big = dedge::channel::Proof {
+        channel: mine.id,
+        amount: big,
+        lease: id,
+        signature: buyer.sign_hash(&digest).unwrap().as_bytes().to_vec(),
+    };
+    error(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&p_big)),
+        "exceeds the deposit",
+    );
+    let p2 = pay.pay(mine.id, id, U256::from(500)).unwrap();
+    assert!(matches!(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&p2)),
+        Body::PaymentAck { .. }
+    ));
+    assert_eq!(seller.book.get(&id.0).unwrap().unwrap().paid, 1501);
+}
+
+/// One message over a fresh session from `link`; the gateway's answer.
+fn say(addr: std::net::SocketAddr, link: &Signer, chain_id: u64, gw: Address, body: Body) -> Body {
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut s = p2p::connect(stream, link, chain_id, gw).unwrap();
+    s.send(body).unwrap();
+    s.recv().unwrap()
 }
