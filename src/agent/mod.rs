@@ -9,12 +9,15 @@
 //!   accept on chain);
 //! - `payments`: the payments desk (the channel that pays for a lease,
 //!   balance proofs stored durably before they are acknowledged);
+//! - `deploy`: the lease's image by CID, verified, unpacked, run with its
+//!   limits and its EdgeX bridge;
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
 //!
 //! The daemon that drives these (`dedge agent`) comes with the rest of
 //! issue 8.
 
 pub mod admission;
+pub mod deploy;
 pub mod endpoint;
 pub mod lease;
 pub mod offers;
