@@ -183,3 +183,92 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
             .all(|r| r.id != container_id(&id2))
     );
 }
+
+/// A buyer who falls behind is frozen, thawed when it pays, and stopped
+/// when still behind a grace period after freezing; a lease at its maximum
+/// duration is stopped too.
+#[test]
+fn payment_enforcement_freezes_thaws_and_stops_the_container() {
+    use dedge::agent::enforce::enforce;
+    use dedge::agent::payment::Action;
+    use dedge::runtime::container::State as Box;
+
+    if !sandbox::can_run("payment_enforcement_freezes_thaws_and_stops_the_container") {
+        return;
+    }
+    let env = sandbox::Env::new();
+    env.image("sleeper", |_| {}, &[]);
+    let book = LeaseBook::open(env.store.tree("leases").unwrap()).unwrap();
+    let start = |id: [u8; 32], max_duration: u32| {
+        let t = OfferTerms {
+            price_per_second: 10,
+            max_duration,
+            ..terms("x")
+        };
+        ready(&book, id, t);
+        book.transition(&id, State::Deploying, 100, None, |_| {})
+            .unwrap();
+        book.transition(&id, State::Running, 100, None, |_| {})
+            .unwrap();
+        let name = container_id(&id);
+        env.create(
+            &name,
+            "sleeper",
+            &["sleep", "1000"],
+            sandbox::limits(16, 8, 100),
+        )
+        .unwrap();
+        env.rt().start(&name).unwrap();
+        name
+    };
+    let id = [7u8; 32];
+    let name = start(id, 3600);
+    let state = |i: &[u8; 32]| book.get(i).unwrap().unwrap().state;
+    let boxed = |n: &str| env.rt().get(n).unwrap().state;
+
+    // Grace 10 s at 10 per second: 100 of allowance.
+    assert!(enforce(&book, env.rt(), 10, 105).unwrap().is_empty());
+    assert_eq!(
+        enforce(&book, env.rt(), 10, 120).unwrap(),
+        [(id, Action::Freeze)]
+    );
+    assert_eq!((state(&id), boxed(&name)), (State::Frozen, Box::Paused));
+    book.record_payment(&id, 250).unwrap();
+    assert_eq!(
+        enforce(&book, env.rt(), 10, 125).unwrap(),
+        [(id, Action::Thaw)]
+    );
+    assert_eq!((state(&id), boxed(&name)), (State::Running, Box::Running));
+    assert_eq!(
+        enforce(&book, env.rt(), 10, 200).unwrap(),
+        [(id, Action::Freeze)]
+    );
+    assert!(enforce(&book, env.rt(), 10, 205).unwrap().is_empty());
+    assert_eq!(
+        enforce(&book, env.rt(), 10, 211).unwrap(),
+        [(id, Action::Stop)]
+    );
+    assert_eq!(
+        (state(&id), boxed(&name)),
+        (State::Terminating, Box::Stopped)
+    );
+    let reason = book.get(&id).unwrap().unwrap().reason.unwrap();
+    assert!(
+        reason.contains("still behind 10 s after being frozen"),
+        "{reason}"
+    );
+
+    // Paid in full, but the lease's time is up.
+    let id2 = [8u8; 32];
+    let name2 = start(id2, 60);
+    book.record_payment(&id2, 10_000).unwrap();
+    assert!(enforce(&book, env.rt(), 10, 150).unwrap().is_empty());
+    assert_eq!(
+        enforce(&book, env.rt(), 10, 160).unwrap(),
+        [(id2, Action::Over)]
+    );
+    assert_eq!(
+        (state(&id2), boxed(&name2)),
+        (State::Terminating, Box::Stopped)
+    );
+}

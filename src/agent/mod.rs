@@ -5,6 +5,7 @@
 //! - `admission`: whether an offer fits the board's capacity, devices and
 //!   prices;
 //! - `payment`: what a buyer owes, and freeze / thaw / stop;
+//! - `enforce`: those decisions carried out on containers and recorded;
 //! - `offers`: the offer desk (signature, on-chain proposal, admission,
 //!   accept on chain);
 //! - `payments`: the payments desk (the channel that pays for a lease,
@@ -19,6 +20,7 @@
 pub mod admission;
 pub mod deploy;
 pub mod endpoint;
+pub mod enforce;
 pub mod lease;
 pub mod offers;
 pub mod payment;
