@@ -20,6 +20,7 @@ use dedge::agent::endpoint;
 use dedge::agent::lease::{LeaseBook, State};
 use dedge::agent::offers::OfferDesk;
 use dedge::agent::payments::PaymentDesk;
+use dedge::agent::settle::{Progress, Settler};
 use dedge::board::BoardFile;
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::eip712::{self, Offer};
@@ -75,6 +76,7 @@ impl Seller {
                 self.payments()
                     .payment(peer, lease, channel, amount, signature),
             ),
+            Body::Terminate { lease, .. } => Some(self.terminate(peer, lease)),
             _ => Some(Body::Error {
                 message: "not handled here".into(),
             }),
@@ -83,6 +85,45 @@ impl Seller {
 }
 
 impl Seller {
+    /// The buyer ends its lease: terminating, then one settle step.
+    fn terminate(&self, peer: Address, lease: [u8; 32]) -> Body {
+        let l = self.book.get(&lease).unwrap().unwrap();
+        assert_eq!(Address::from(l.terms.buyer), peer);
+        if l.state != State::Terminating && l.state != State::Settled {
+            self.book
+                .transition(
+                    &lease,
+                    State::Terminating,
+                    now(),
+                    Some("buyer".into()),
+                    |_| {},
+                )
+                .unwrap();
+        }
+        let tx = TxSender::new(
+            &self.rpc,
+            &self.gateway,
+            self.d.chain_id,
+            self.store.tree("nonces").unwrap(),
+            policy(),
+        );
+        let settler = Settler {
+            book: &self.book,
+            receiver: &self.receiver,
+            rpc: &self.rpc,
+            deployment: &self.d,
+            seller: &tx,
+        };
+        let progress = settler.step(&lease, now()).unwrap();
+        let state = self.book.get(&lease).unwrap().unwrap().state;
+        assert_eq!(progress == Progress::Settled, state == State::Settled);
+        Body::Status {
+            lease,
+            state: state.name().into(),
+            detail: String::new(),
+        }
+    }
+
     fn payments(&self) -> PaymentDesk<'_> {
         PaymentDesk {
             book: &self.book,
@@ -247,7 +288,8 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         "the fee is not deposited",
     );
     market::deposit_fee(&buyer_tx, &d, id).unwrap();
-    let theirs = onchain::open(&tx(&signer(4)), &d, gw, U256::from(10u128.pow(18))).unwrap();
+    let stranger = signer(4);
+    let theirs = onchain::open(&tx(&stranger), &d, gw, U256::from(10u128.pow(18))).unwrap();
     error(
         say(addr, &buyer, anvil.chain_id, gw, proof_of(theirs.id)),
         "not from the buyer",
@@ -329,6 +371,93 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         Body::PaymentAck { .. }
     ));
     assert_eq!(seller.book.get(&id.0).unwrap().unwrap().paid, 1501);
+
+    // The buyer reports and asks to end: the seller reports the same, the
+    // market settles, the channel is claimed up to the newest proof.
+    market::terminate(&buyer_tx, &d, id, U256::from(1501)).unwrap();
+    match say(
+        addr,
+        &buyer,
+        anvil.chain_id,
+        gw,
+        Body::Terminate {
+            lease: id.0,
+            reason: "done".into(),
+        },
+    ) {
+        Body::Status { state, .. } => assert_eq!(state, "settled"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(on_chain(id), 5, "settled on chain");
+    let invoice = market::invoice(&rpc, &d, id).unwrap().unwrap();
+    assert_eq!(invoice.buyerReported.to::<u128>(), 1501);
+    assert_eq!(invoice.sellerReported.to::<u128>(), 1501);
+    let ch: dedge::chain::bindings::IChannelManager::Channel = dedge::chain::tx::view(
+        &rpc,
+        d.channels,
+        &dedge::chain::bindings::IChannelManager::channelOfCall { channelId: mine.id },
+    )
+    .unwrap();
+    assert_eq!(
+        ch.claimed.to::<u128>(),
+        1501,
+        "claimed up to the newest proof"
+    );
+    // Asked again: nothing more happens.
+    match say(
+        addr,
+        &buyer,
+        anvil.chain_id,
+        gw,
+        Body::Terminate {
+            lease: id.0,
+            reason: "again".into(),
+        },
+    ) {
+        Body::Status { state, .. } => assert_eq!(state, "settled"),
+        other => panic!("{other:?}"),
+    }
+
+    // A lease only the seller reports: it waits out the termination
+    // timeout, then finalizes.
+    let second = offer(500);
+    let id2 = market::propose(&buyer_tx, &d, &second).unwrap();
+    assert_eq!(
+        ask(&second, &buyer, &buyer),
+        Body::OfferAccepted { lease: id2.0 }
+    );
+    market::deposit_fee(&buyer_tx, &d, id2).unwrap();
+    let end = |lease: B256| Body::Terminate {
+        lease: lease.0,
+        reason: "bye".into(),
+    };
+    match say(addr, &buyer, anvil.chain_id, gw, end(id2)) {
+        Body::Status { state, .. } => assert_eq!(state, "terminating"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(on_chain(id2), 4, "terminating on chain, seller reported");
+    let _: serde_json::Value = rpc
+        .call("evm_increaseTime", serde_json::json!([86_401]))
+        .unwrap();
+    let _: serde_json::Value = rpc.call("evm_mine", serde_json::json!([])).unwrap();
+    // The agent's clock must agree that the timeout passed.
+    let later = now() + 86_401;
+    let tx2 = TxSender::new(
+        &rpc,
+        &gateway,
+        anvil.chain_id,
+        seller.store.tree("nonces").unwrap(),
+        policy(),
+    );
+    let settler = Settler {
+        book: &seller.book,
+        receiver: &seller.receiver,
+        rpc: &seller.rpc,
+        deployment: &d,
+        seller: &tx2,
+    };
+    assert_eq!(settler.step(&id2.0, later).unwrap(), Progress::Settled);
+    assert_eq!(on_chain(id2), 5, "finalized");
 }
 
 /// One message over a fresh session from `link`; the gateway's answer.

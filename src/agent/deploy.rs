@@ -57,6 +57,26 @@ pub struct Deployed {
     pub bridge: Option<Serving>,
 }
 
+/// Stops (SIGTERM, then SIGKILL after `grace`) and removes a lease's
+/// container; a container that is already gone is fine.
+pub fn teardown(
+    runtime: &Runtime,
+    lease: &[u8; 32],
+    grace: std::time::Duration,
+) -> Result<(), String> {
+    let id = container_id(lease);
+    if runtime.get(&id).is_err() {
+        return Ok(());
+    }
+    runtime
+        .kill(&id, grace)
+        .map_err(|e| format!("stopping {id}: {e}"))?;
+    runtime
+        .delete(&id)
+        .map_err(|e| format!("removing {id}: {e}"))?;
+    Ok(())
+}
+
 /// The container id of a lease: short, unique enough, and a valid name.
 pub fn container_id(lease: &[u8; 32]) -> String {
     format!("lease-{}", alloy_primitives::hex::encode(&lease[..8]))

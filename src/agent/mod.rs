@@ -10,6 +10,7 @@
 //!   accept on chain);
 //! - `payments`: the payments desk (the channel that pays for a lease,
 //!   balance proofs stored durably before they are acknowledged);
+//! - `settle`: the on-chain end of a lease (terminate, finalize, claim);
 //! - `deploy`: the lease's image by CID, verified, unpacked, run with its
 //!   limits and its EdgeX bridge;
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
@@ -25,6 +26,7 @@ pub mod lease;
 pub mod offers;
 pub mod payment;
 pub mod payments;
+pub mod settle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
