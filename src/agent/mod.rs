@@ -15,10 +15,11 @@
 //!   limits and its EdgeX bridge;
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
 //!
-//! The daemon that drives these (`dedge agent`) comes with the rest of
-//! issue 8.
+//! `daemon` puts them together: `handle` answers buyers, `tick` enforces
+//! and settles.
 
 pub mod admission;
+pub mod daemon;
 pub mod deploy;
 pub mod endpoint;
 pub mod enforce;

@@ -1,0 +1,235 @@
+//! The seller agent end to end on one machine: a real anvil with the
+//! contracts, the EdgeX simulator, Kubo's blocks behind Helia, the sandbox.
+//! A buyer (this test, speaking the p2p protocol) proposes, gets accepted,
+//! deposits the fee, proves its channel, pays, deploys an image by CID that
+//! reads a leased sensor, reads its logs, ends the lease; the agent settles
+//! on chain and claims its pay. Needs root and cgroups (SKIP otherwise).
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{U256, Uint};
+use common::{Anvil, policy, signer};
+use dedge::agent::daemon::Agent;
+use dedge::agent::lease::State;
+use dedge::board::BoardFile;
+use dedge::chain::bindings::IEDGToken;
+use dedge::chain::eip712::{self, Offer};
+use dedge::chain::tx::TxSender;
+use dedge::channel::{Sender, onchain};
+use dedge::market::{self, Capabilities};
+use dedge::p2p::{self, Body, OfferTerms};
+use dedge::store::Store;
+
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/gateway.rs"]
+mod gateway;
+#[path = "common/kubo.rs"]
+mod kubo;
+#[path = "common/oci.rs"]
+mod oci;
+#[path = "common/sandbox.rs"]
+mod sandbox;
+use common::bounded;
+
+#[test]
+fn a_lease_from_offer_to_settlement_through_the_agent() {
+    if !sandbox::can_run("a_lease_from_offer_to_settlement_through_the_agent") {
+        return;
+    }
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let rpc = anvil.rpc();
+    let nonces = Store::temporary().unwrap();
+    let tx = |s| TxSender::new(&rpc, s, anvil.chain_id, nonces.tree("n").unwrap(), policy());
+    let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
+    tx(&deployer)
+        .execute(
+            d.token,
+            &IEDGToken::transferCall {
+                to: buyer.address(),
+                value: U256::from(10u128.pow(21)),
+            },
+        )
+        .unwrap();
+    market::register_gateway(&tx(&operator), &gateway, &d).unwrap();
+
+    // The buyer's image: busybox reading its sensor, by CID.
+    let dir = tempfile::tempdir().unwrap();
+    let script =
+        "wget -q -O - $DEDGE_EDGEX_URL/api/v3/device/name/Random-Integer-Device/Int8; sleep 30";
+    let layout = oci::build_image(
+        dir.path(),
+        "v1",
+        |root| oci::install_busybox(root, &[]),
+        &[
+            "--config.cmd",
+            "sh",
+            "--config.cmd",
+            "-c",
+            "--config.cmd",
+            script,
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = kubo::add(&dir.path().join("kubo"), &[&layout])
+        .pop()
+        .unwrap();
+    let ipfs = gateway::Gateway::start(&dir.path().join("kubo"));
+    let sim = common::edgex::Simulator::start(&[]);
+
+    // The gateway: the dev board pointed at these.
+    let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .replace(
+            "chain_id = 31337",
+            &format!("chain_id = {}", anvil.chain_id),
+        )
+        .replace("http://127.0.0.1:8545", &anvil.url)
+        .replace("http://127.0.0.1:59881", &sim.metadata)
+        .replace("http://127.0.0.1:59882", &sim.command)
+        .replace("http://127.0.0.1:59880", &sim.data)
+        .replace("http://127.0.0.1:8080", &ipfs.url);
+    std::fs::create_dir_all(dir.path().join("boards")).unwrap();
+    let board_path = dir.path().join("boards/gw.toml");
+    std::fs::write(&board_path, text).unwrap();
+    let board = BoardFile::load(&board_path).unwrap().board;
+    let agent = Arc::new(Agent::open(&board, signer(2), anvil.rpc(), d, policy()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _endpoint = agent.serve(listener);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (agent, stop) = (agent.clone(), stop.clone());
+        std::thread::spawn(move || agent.run(&stop, Duration::from_millis(200)))
+    };
+
+    // Offer over one session; the agent accepts on chain.
+    let caps = Capabilities::from_board(&board);
+    let offer = Offer {
+        buyer: buyer.address(),
+        gateway: gateway.address(),
+        cpuMillicores: 500,
+        memoryBytes: 64 << 20,
+        diskBytes: 256 << 20,
+        devices: vec!["Random-Integer-Device:Int8:r".into()],
+        pricePerSecond: Uint::from(caps.lease_price(500, 64 << 20, 1)),
+        maxDuration: 3600,
+        paymentInterval: 5,
+        image: cid.clone(),
+        expiry: Uint::from(u32::MAX),
+        nonce: 1,
+    };
+    let buyer_tx = tx(&buyer);
+    let id = market::propose(&buyer_tx, &d, &offer).unwrap();
+    let mut s = p2p::connect(
+        TcpStream::connect(addr).unwrap(),
+        &buyer,
+        anvil.chain_id,
+        gateway.address(),
+    )
+    .unwrap();
+    let mut ask = |b: Body| {
+        s.send(b).unwrap();
+        s.recv().unwrap()
+    };
+    let digest = eip712::offer_hash(&offer, &eip712::market_domain(anvil.chain_id, d.market));
+    let answer = ask(Body::Offer {
+        terms: OfferTerms::from(&offer),
+        signature: buyer.sign_hash(&digest).unwrap().as_bytes().to_vec(),
+    });
+    assert_eq!(answer, Body::OfferAccepted { lease: id.0 });
+
+    // Fee, channel, a first payment, the image.
+    market::deposit_fee(&buyer_tx, &d, id).unwrap();
+    let channel =
+        onchain::open(&buyer_tx, &d, gateway.address(), U256::from(10u128.pow(18))).unwrap();
+    let state_of = |b: Body| match b {
+        Body::Status { state, detail, .. } => (state, detail),
+        other => panic!("{other:?}"),
+    };
+    let (state, _) = state_of(ask(Body::ChannelProof {
+        lease: id.0,
+        channel: channel.id.0,
+    }));
+    assert_eq!(state, "channel proven");
+    let pay = Sender::new(
+        Store::temporary().unwrap(),
+        anvil.chain_id,
+        d.channels,
+        signer(1),
+    )
+    .unwrap();
+    pay.open(channel).unwrap();
+    let first = offer.pricePerSecond.to::<u128>() * 60;
+    let p = pay.pay(channel.id, id, U256::from(first)).unwrap();
+    assert!(matches!(
+        ask(Body::Payment {
+            lease: id.0,
+            channel: channel.id.0,
+            amount: p.amount.to_be_bytes(),
+            signature: p.signature.clone(),
+        }),
+        Body::PaymentAck { .. }
+    ));
+    let (state, detail) = state_of(ask(Body::Deploy {
+        lease: id.0,
+        image_cid: cid.clone(),
+        manifest_digest: manifest,
+    }));
+    assert_eq!(state, "running", "{detail}");
+
+    // The container's output: its sensor reading, through the bridge.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let Body::Logs { data, .. } = ask(Body::Logs {
+            lease: id.0,
+            stream: 1,
+            offset: 0,
+            data: vec![],
+        }) else {
+            panic!("no logs")
+        };
+        if !data.is_empty() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&data).into_owned();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reading: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    assert_eq!(reading["event"]["readings"][0]["resourceName"], "Int8");
+    let (state, detail) = state_of(ask(Body::Status {
+        lease: id.0,
+        state: String::new(),
+        detail: String::new(),
+    }));
+    assert_eq!(state, "running");
+    assert!(detail.starts_with(&format!("paid {first} of")), "{detail}");
+
+    // The buyer ends it; both report, the agent settles and claims.
+    market::terminate(&buyer_tx, &d, id, U256::from(first)).unwrap();
+    let (state, detail) = state_of(ask(Body::Terminate {
+        lease: id.0,
+        reason: "done".into(),
+    }));
+    assert_eq!(state, "settled", "{detail}");
+    assert_eq!(market::lease(&rpc, &d, id).unwrap().state, 5);
+    let invoice = market::invoice(&rpc, &d, id).unwrap().unwrap();
+    assert_eq!(invoice.sellerReported.to::<u128>(), first);
+    assert_eq!(
+        agent.book.get(&id.0).unwrap().unwrap().state,
+        State::Settled
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ticker.join().unwrap();
+    let _ = bounded::DEFAULT;
+}
