@@ -233,3 +233,100 @@ fn a_lease_from_offer_to_settlement_through_the_agent() {
     ticker.join().unwrap();
     let _ = bounded::DEFAULT;
 }
+
+/// `dedge agent` as an operator runs it: serves buyers on the board's
+/// address, reports its state through `agent status`, stops on SIGTERM.
+#[test]
+fn the_agent_command_serves_reports_and_stops_on_sigterm() {
+    if !sandbox::can_run("the_agent_command_serves_reports_and_stops_on_sigterm") {
+        return;
+    }
+    let anvil = Anvil::start();
+    let _d = anvil.deploy();
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .replace(
+            "chain_id = 31337",
+            &format!("chain_id = {}", anvil.chain_id),
+        )
+        .replace("http://127.0.0.1:8545", &anvil.url)
+        .replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"));
+    std::fs::create_dir_all(dir.path().join("boards")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target/dev-gateway")).unwrap();
+    std::fs::write(dir.path().join("target/dev-gateway/passphrase"), "pw\n").unwrap();
+    let board = dir.path().join("boards/gw.toml");
+    std::fs::write(&board, text).unwrap();
+    let b = board.to_str().unwrap();
+    let (code, gw, err) = cli::dedge(&["key", "new", "--board", b]);
+    assert_eq!(code, 0, "{err}");
+    let gw: alloy_primitives::Address = gw.trim().parse().unwrap();
+
+    let mut agent = std::process::Command::new(env!("CARGO_BIN_EXE_dedge"))
+        .args(["agent", "--board", b])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stream = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => {
+                let _ = agent.kill();
+                panic!("the agent never listened: {e}");
+            }
+        }
+    };
+    let mut s = p2p::connect(stream, &signer(1), anvil.chain_id, gw).unwrap();
+    s.send(Body::Status {
+        lease: [0; 32],
+        state: String::new(),
+        detail: String::new(),
+    })
+    .unwrap();
+    assert_eq!(
+        s.recv().unwrap(),
+        Body::Error {
+            message: "no such lease of yours".into()
+        }
+    );
+    let status = loop {
+        let (code, out, _) = cli::dedge(&["agent", "status", "--board", b, "--json"]);
+        if code == 0 || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&status).unwrap_or_else(|e| panic!("{status}: {e}"));
+    assert_eq!(
+        v["gateway"].as_str().unwrap().to_lowercase(),
+        format!("{gw:#x}")
+    );
+    assert_eq!(v["leases"], serde_json::json!([]));
+    assert_eq!(v["resources"]["cpu_millicores"]["of"], 1000);
+
+    // SIGTERM: a clean stop.
+    // SAFETY: kill(2) on the child this test spawned.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = agent.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the agent ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(err.contains("agent stopped"), "{err}");
+}

@@ -90,7 +90,7 @@ impl Agent {
             Config {
                 dir: data.join("containers"),
                 cgroup: board.board.cgroup,
-                cgroup_parent: "dedge/agent".into(),
+                cgroup_parent: crate::runtime::cgroup::parent_for("agent", &data),
                 die_with_parent: false,
             },
             RecordStore::sled(&store).map_err(|e| setup("containers")(e.to_string()))?,
@@ -430,10 +430,55 @@ impl Agent {
         }
     }
 
+    /// What `dedge agent status` shows: each lease, the resources held
+    /// and free, and earnings (what leases have been paid).
+    pub fn snapshot(&self) -> serde_json::Value {
+        let now = now();
+        let leases = self.book.all().unwrap_or_default();
+        let held: Vec<_> = leases
+            .iter()
+            .filter(|l| l.state.holds_resources())
+            .collect();
+        let sum = |f: fn(&super::lease::Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
+        let earned: u128 = leases.iter().map(|l| l.paid).sum();
+        serde_json::json!({
+            "gateway": self.signer.address(),
+            "time": now,
+            "resources": {
+                "cpu_millicores": {"held": sum(|l| u64::from(l.terms.cpu_millicores)), "of": self.policy.cpu_millicores},
+                "memory": {"held": sum(|l| l.terms.memory_bytes), "of": self.policy.memory},
+                "disk": {"held": sum(|l| l.terms.disk_bytes), "of": self.policy.disk},
+                "leases": {"held": held.len(), "of": self.policy.max_leases},
+            },
+            "earned": earned.to_string(),
+            "leases": leases.iter().map(|l| serde_json::json!({
+                "lease": l.id_hex(),
+                "buyer": Address::from(l.terms.buyer),
+                "state": l.state.name(),
+                "since": l.since,
+                "paid": l.paid.to_string(),
+                "owed": owed(l, now).to_string(),
+                "reason": l.reason,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes the snapshot to `<data_dir>/agent-status.json` atomically
+    /// (the state database is the running agent's alone).
+    pub fn write_status(&self) {
+        let path = self.data.join("agent-status.json");
+        let tmp = self.data.join("agent-status.json.tmp");
+        let text = self.snapshot().to_string();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            log::warn!("{}: {e}", path.display());
+        }
+    }
+
     /// Runs `tick` every `every` until `stop` is set.
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
             self.tick();
+            self.write_status();
             std::thread::sleep(every);
         }
     }

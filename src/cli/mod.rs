@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
+mod agent;
 mod board;
 mod chain_args;
 mod edgex;
@@ -27,6 +28,7 @@ Commands:
   board check [--host] FILE...   check board files
   key new|address FILE           create or read an encrypted key file
   gateway register|advertise     bind a gateway to its operator; advertise it
+  agent [status]                 run the seller agent; what it is doing
   market ls                      list live adverts (filters, --json)
   lease propose|accept|fee|terminate|show|invoice
                                  the market steps of a lease
@@ -44,6 +46,22 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error;
 `sandbox run` exits with its command's status.
 Run `dedge <command> --help` for a command's options.
 ";
+
+/// Set by SIGINT/SIGTERM/SIGHUP once `catch_interrupts` ran: long-running
+/// commands (a sandboxed command, the agent) stop cleanly instead of dying.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn catch_interrupts() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is
+        // async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+}
 
 /// Why a command failed; decides the exit code.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +129,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "board" => board::run(parser),
         "key" => key::run(parser),
         "gateway" => gateway::run(parser),
+        "agent" => agent::run(parser),
         "market" => market::run(parser),
         "lease" => lease::run(parser),
         "image" => image::run(parser),
@@ -132,6 +151,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "board" => board::USAGE,
             "key" => key::USAGE,
             "gateway" => gateway::USAGE,
+            "agent" => agent::USAGE,
             "market" => market::USAGE,
             "lease" => lease::USAGE,
             "image" => image::USAGE,

@@ -4,11 +4,11 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::chain_args::runtime;
-use super::{Error, say};
+use super::{Error, INTERRUPTED, catch_interrupts, say};
 use crate::board::BoardFile;
 use crate::board::values::{Arch, CgroupMode};
 use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving};
@@ -58,13 +58,6 @@ Options:
   ls                containers this CLI kept
   rm                remove one
 ";
-
-/// Set by SIGINT/SIGTERM: the CLI stops the container before it exits.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
 
 struct Args {
     sub: String,
@@ -279,7 +272,7 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             CgroupMode::Auto,
         ),
     };
-    let parent = cgroup_parent(&data);
+    let parent = crate::runtime::cgroup::parent_for("cli", &data);
     // Records as files: a one-shot command should not open (and lock) the
     // state database just to run a container; images still live there.
     let rt = Runtime::open(
@@ -421,17 +414,6 @@ fn run_one(a: &Args, rt: &Runtime, data: &Path, arch: Arch) -> Result<(), Error>
     }
 }
 
-/// One cgroup parent per data directory: a runtime removes every cgroup
-/// under its parent that it has no record of, so two CLIs with different
-/// data directories must not share one (two with the same one cannot run
-/// at once: the state database is locked).
-fn cgroup_parent(data: &Path) -> String {
-    use sha2::Digest;
-    let h = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
-    let tag: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("dedge/cli-{tag}")
-}
-
 /// Waits for the container; on SIGINT/SIGTERM stops it (TERM, then KILL
 /// after 2 s) so nothing outlives the CLI.
 fn wait_interruptible(
@@ -445,14 +427,6 @@ fn wait_interruptible(
         if let Some(r) = rt.wait_for(id, Some(Duration::from_millis(250)))? {
             return Ok(r);
         }
-    }
-}
-
-fn catch_interrupts() {
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: the handler only stores to an atomic, which is
-        // async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
     }
 }
 

@@ -450,6 +450,18 @@ fn parse_keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// One cgroup parent per role and data directory (`dedge/agent-1a2b3c4d`):
+/// a runtime removes every cgroup under its parent that it has no record
+/// of, so runtimes with different data directories must never share one
+/// (two with the same directory cannot run at once: its state database is
+/// locked).
+pub fn parent_for(role: &str, data: &std::path::Path) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
+    let tag: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("dedge/{role}-{tag}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
