@@ -20,6 +20,31 @@ fn dedge(args: &[&str]) -> Output {
     .expect("run dedge")
 }
 
+/// The systemd unit shipped for gateway images runs a command line the
+/// binary accepts, and keeps leases' containers alive across restarts.
+#[test]
+fn the_systemd_unit_runs_the_agent_and_spares_containers() {
+    let unit = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dedge-agent.service"),
+    )
+    .unwrap();
+    let line = |key: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= in the unit"))
+            .to_string()
+    };
+    assert_eq!(line("KillMode"), "process");
+    assert_eq!(line("Delegate"), "yes");
+    let exec = line("ExecStart");
+    let mut args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert_eq!(&args[..2], ["agent", "--board"], "{exec}");
+    args.push("--help");
+    let out = dedge(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("dedge agent --board BOARD"));
+}
+
 /// The harness's own deadline works: a hung helper fails the test.
 #[test]
 #[should_panic(expected = "still running after")]
