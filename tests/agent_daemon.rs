@@ -231,7 +231,6 @@ fn a_lease_from_offer_to_settlement_through_the_agent() {
     );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     ticker.join().unwrap();
-    let _ = bounded::DEFAULT;
 }
 
 /// `dedge agent` as an operator runs it: serves buyers on the board's
