@@ -329,3 +329,281 @@ fn the_agent_command_serves_reports_and_stops_on_sigterm() {
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("agent stopped"), "{err}");
 }
+
+/// `dedge agent` killed with SIGKILL in the middle of a running lease and
+/// started again: the lease is still running, no acknowledged payment is
+/// lost, the container kept running and reads its sensor again through a
+/// re-attached bridge, and the lease settles with everything claimed.
+#[test]
+fn a_seller_killed_mid_lease_resumes_it_and_loses_no_payment() {
+    if !sandbox::can_run("a_seller_killed_mid_lease_resumes_it_and_loses_no_payment") {
+        return;
+    }
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let rpc = anvil.rpc();
+    let nonces = Store::temporary().unwrap();
+    let tx = |s| TxSender::new(&rpc, s, anvil.chain_id, nonces.tree("n").unwrap(), policy());
+    let (deployer, buyer, operator) = (signer(0), signer(1), signer(3));
+    tx(&deployer)
+        .execute(
+            d.token,
+            &IEDGToken::transferCall {
+                to: buyer.address(),
+                value: U256::from(10u128.pow(21)),
+            },
+        )
+        .unwrap();
+
+    // The image reads the sensor every half second, forever.
+    let dir = tempfile::tempdir().unwrap();
+    let script = "while true; do wget -q -O - $DEDGE_EDGEX_URL/api/v3/device/name/Random-Integer-Device/Int8; echo; sleep 0.5; done";
+    let layout = oci::build_image(
+        dir.path(),
+        "v1",
+        |root| oci::install_busybox(root, &[]),
+        &[
+            "--config.cmd",
+            "sh",
+            "--config.cmd",
+            "-c",
+            "--config.cmd",
+            script,
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = kubo::add(&dir.path().join("kubo"), &[&layout])
+        .pop()
+        .unwrap();
+    let ipfs = gateway::Gateway::start(&dir.path().join("kubo"));
+    let sim = common::edgex::Simulator::start(&[]);
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .replace(
+            "chain_id = 31337",
+            &format!("chain_id = {}", anvil.chain_id),
+        )
+        .replace("http://127.0.0.1:8545", &anvil.url)
+        .replace("http://127.0.0.1:59881", &sim.metadata)
+        .replace("http://127.0.0.1:59882", &sim.command)
+        .replace("http://127.0.0.1:59880", &sim.data)
+        .replace("http://127.0.0.1:8080", &ipfs.url)
+        .replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"));
+    std::fs::create_dir_all(dir.path().join("boards")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target/dev-gateway")).unwrap();
+    std::fs::write(dir.path().join("target/dev-gateway/passphrase"), "pw\n").unwrap();
+    let board_path = dir.path().join("boards/gw.toml");
+    std::fs::write(&board_path, text).unwrap();
+    let b = board_path.to_str().unwrap();
+    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
+    assert_eq!(code, 0, "{err}");
+    let gateway =
+        dedge::chain::keystore::load(&dir.path().join("target/dev-gateway/key.json"), b"pw")
+            .unwrap();
+    let _: serde_json::Value = rpc
+        .call(
+            "anvil_setBalance",
+            serde_json::json!([gateway.address(), "0x56BC75E2D63100000"]),
+        )
+        .unwrap();
+    market::register_gateway(&tx(&operator), &gateway, &d).unwrap();
+    let board = BoardFile::load(&board_path).unwrap().board;
+
+    let start_agent = || {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(["agent", "--board", b])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let stream = loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "the agent never listened: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        let s = p2p::connect(stream, &buyer, anvil.chain_id, gateway.address()).unwrap();
+        (child, s)
+    };
+    let (mut agent, mut s) = start_agent();
+    let ask = |s: &mut p2p::Session<TcpStream>, b: Body| {
+        s.send(b).unwrap();
+        s.recv().unwrap()
+    };
+
+    let caps = Capabilities::from_board(&board);
+    let offer = Offer {
+        buyer: buyer.address(),
+        gateway: gateway.address(),
+        cpuMillicores: 500,
+        memoryBytes: 64 << 20,
+        diskBytes: 256 << 20,
+        devices: vec!["Random-Integer-Device:Int8:r".into()],
+        pricePerSecond: Uint::from(caps.lease_price(500, 64 << 20, 1)),
+        maxDuration: 3600,
+        paymentInterval: 5,
+        image: cid.clone(),
+        expiry: Uint::from(u32::MAX),
+        nonce: 1,
+    };
+    let buyer_tx = tx(&buyer);
+    let id = market::propose(&buyer_tx, &d, &offer).unwrap();
+    let digest = eip712::offer_hash(&offer, &eip712::market_domain(anvil.chain_id, d.market));
+    assert_eq!(
+        ask(
+            &mut s,
+            Body::Offer {
+                terms: OfferTerms::from(&offer),
+                signature: buyer.sign_hash(&digest).unwrap().as_bytes().to_vec(),
+            }
+        ),
+        Body::OfferAccepted { lease: id.0 }
+    );
+    market::deposit_fee(&buyer_tx, &d, id).unwrap();
+    let channel =
+        onchain::open(&buyer_tx, &d, gateway.address(), U256::from(10u128.pow(18))).unwrap();
+    assert!(matches!(
+        ask(
+            &mut s,
+            Body::ChannelProof {
+                lease: id.0,
+                channel: channel.id.0
+            }
+        ),
+        Body::Status { .. }
+    ));
+    let pay = Sender::new(
+        Store::temporary().unwrap(),
+        anvil.chain_id,
+        d.channels,
+        signer(1),
+    )
+    .unwrap();
+    pay.open(channel).unwrap();
+    let minute = offer.pricePerSecond.to::<u128>() * 60;
+    let payment = |s: &mut p2p::Session<TcpStream>| {
+        let p = pay.pay(channel.id, id, U256::from(minute)).unwrap();
+        let ack = ask(
+            s,
+            Body::Payment {
+                lease: id.0,
+                channel: channel.id.0,
+                amount: p.amount.to_be_bytes(),
+                signature: p.signature.clone(),
+            },
+        );
+        assert_eq!(
+            ack,
+            Body::PaymentAck {
+                lease: id.0,
+                amount: p.amount.to_be_bytes()
+            }
+        );
+    };
+    payment(&mut s);
+    payment(&mut s);
+    match ask(
+        &mut s,
+        Body::Deploy {
+            lease: id.0,
+            image_cid: cid.clone(),
+            manifest_digest: manifest,
+        },
+    ) {
+        Body::Status { state, detail, .. } => assert_eq!(state, "running", "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let readings = |s: &mut p2p::Session<TcpStream>| -> usize {
+        match ask(
+            s,
+            Body::Logs {
+                lease: id.0,
+                stream: 1,
+                offset: 0,
+                data: vec![],
+            },
+        ) {
+            Body::Logs { data, .. } => String::from_utf8_lossy(&data)
+                .matches("\"resourceName\":\"Int8\"")
+                .count(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readings(&mut s) == 0 {
+        assert!(Instant::now() < deadline, "no reading");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGKILL: no chance to flush or say goodbye.
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let (mut agent, mut s) = start_agent();
+    match ask(
+        &mut s,
+        Body::Status {
+            lease: id.0,
+            state: String::new(),
+            detail: String::new(),
+        },
+    ) {
+        Body::Status { state, detail, .. } => {
+            assert_eq!(state, "running");
+            assert!(
+                detail.starts_with(&format!("paid {} of", 2 * minute)),
+                "{detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The container went on reading, and reads through the new bridge.
+    let before = readings(&mut s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readings(&mut s) <= before {
+        assert!(Instant::now() < deadline, "no reading after the restart");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    payment(&mut s);
+
+    // The end: everything acknowledged is reported and claimed.
+    let total = 3 * minute;
+    market::terminate(&buyer_tx, &d, id, U256::from(total)).unwrap();
+    match ask(
+        &mut s,
+        Body::Terminate {
+            lease: id.0,
+            reason: "done".into(),
+        },
+    ) {
+        Body::Status { state, detail, .. } => assert_eq!(state, "settled", "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let ch: dedge::chain::bindings::IChannelManager::Channel = dedge::chain::tx::view(
+        &rpc,
+        d.channels,
+        &dedge::chain::bindings::IChannelManager::channelOfCall {
+            channelId: channel.id,
+        },
+    )
+    .unwrap();
+    assert_eq!(ch.claimed.to::<u128>(), total);
+    // SAFETY: kill(2) on the child this test spawned.
+    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+    agent.wait().unwrap();
+}
