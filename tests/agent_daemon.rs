@@ -607,3 +607,202 @@ fn a_seller_killed_mid_lease_resumes_it_and_loses_no_payment() {
     unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
     agent.wait().unwrap();
 }
+
+/// A buyer who stops paying: frozen once behind by more than the grace,
+/// thawed when it pays up, stopped when it stays behind, and the seller
+/// reports and claims every payment it acknowledged (the buyer never
+/// reports: the market settles after its timeout).
+#[test]
+fn a_buyer_who_stops_paying_is_frozen_then_stopped_and_the_seller_keeps_its_pay() {
+    if !sandbox::can_run(
+        "a_buyer_who_stops_paying_is_frozen_then_stopped_and_the_seller_keeps_its_pay",
+    ) {
+        return;
+    }
+    let anvil = Anvil::start();
+    let d = anvil.deploy();
+    let rpc = anvil.rpc();
+    let nonces = Store::temporary().unwrap();
+    let tx = |s| TxSender::new(&rpc, s, anvil.chain_id, nonces.tree("n").unwrap(), policy());
+    let (deployer, buyer, gateway, operator) = (signer(0), signer(1), signer(2), signer(3));
+    tx(&deployer)
+        .execute(
+            d.token,
+            &IEDGToken::transferCall {
+                to: buyer.address(),
+                value: U256::from(10u128.pow(21)),
+            },
+        )
+        .unwrap();
+    market::register_gateway(&tx(&operator), &gateway, &d).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let layout = oci::build_image(
+        dir.path(),
+        "v1",
+        |root| oci::install_busybox(root, &[]),
+        &["--config.cmd", "sleep", "--config.cmd", "1000"],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cid = kubo::add(&dir.path().join("kubo"), &[&layout])
+        .pop()
+        .unwrap();
+    let ipfs = gateway::Gateway::start(&dir.path().join("kubo"));
+    // A 2-second grace; no EdgeX.
+    let text = std::fs::read_to_string(common::repo().join("boards/dev-x86_64.toml"))
+        .unwrap()
+        .replace(
+            "chain_id = 31337",
+            &format!("chain_id = {}", anvil.chain_id),
+        )
+        .replace("http://127.0.0.1:8545", &anvil.url)
+        .replace("http://127.0.0.1:8080", &ipfs.url)
+        .replace("grace = \"10s\"", "grace = \"2s\"");
+    let text =
+        text[..text.find("[edgex]").unwrap()].to_string() + &text[text.find("[ipfs]").unwrap()..];
+    std::fs::create_dir_all(dir.path().join("boards")).unwrap();
+    let board_path = dir.path().join("boards/gw.toml");
+    std::fs::write(&board_path, text).unwrap();
+    let board = BoardFile::load(&board_path).unwrap().board;
+    let agent = Arc::new(Agent::open(&board, signer(2), anvil.rpc(), d, policy()).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _endpoint = agent.serve(listener);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let (agent, stop) = (agent.clone(), stop.clone());
+        std::thread::spawn(move || agent.run(&stop, Duration::from_millis(200)))
+    };
+
+    let caps = Capabilities::from_board(&board);
+    let price = caps.lease_price(500, 64 << 20, 0);
+    let offer = Offer {
+        buyer: buyer.address(),
+        gateway: gateway.address(),
+        cpuMillicores: 500,
+        memoryBytes: 64 << 20,
+        diskBytes: 256 << 20,
+        devices: vec![],
+        pricePerSecond: Uint::from(price),
+        maxDuration: 3600,
+        paymentInterval: 5,
+        image: cid.clone(),
+        expiry: Uint::from(u32::MAX),
+        nonce: 1,
+    };
+    let buyer_tx = tx(&buyer);
+    let id = market::propose(&buyer_tx, &d, &offer).unwrap();
+    let mut s = p2p::connect(
+        TcpStream::connect(addr).unwrap(),
+        &buyer,
+        anvil.chain_id,
+        gateway.address(),
+    )
+    .unwrap();
+    let mut ask = |b: Body| {
+        s.send(b).unwrap();
+        s.recv().unwrap()
+    };
+    let digest = eip712::offer_hash(&offer, &eip712::market_domain(anvil.chain_id, d.market));
+    assert_eq!(
+        ask(Body::Offer {
+            terms: OfferTerms::from(&offer),
+            signature: buyer.sign_hash(&digest).unwrap().as_bytes().to_vec(),
+        }),
+        Body::OfferAccepted { lease: id.0 }
+    );
+    market::deposit_fee(&buyer_tx, &d, id).unwrap();
+    let channel =
+        onchain::open(&buyer_tx, &d, gateway.address(), U256::from(10u128.pow(18))).unwrap();
+    ask(Body::ChannelProof {
+        lease: id.0,
+        channel: channel.id.0,
+    });
+    let pay = Sender::new(
+        Store::temporary().unwrap(),
+        anvil.chain_id,
+        d.channels,
+        signer(1),
+    )
+    .unwrap();
+    pay.open(channel).unwrap();
+    let mut paid = 0u128;
+    let mut pay_for = |ask: &mut dyn FnMut(Body) -> Body, secs: u128| {
+        let p = pay.pay(channel.id, id, U256::from(price * secs)).unwrap();
+        paid += price * secs;
+        assert!(matches!(
+            ask(Body::Payment {
+                lease: id.0,
+                channel: channel.id.0,
+                amount: p.amount.to_be_bytes(),
+                signature: p.signature.clone(),
+            }),
+            Body::PaymentAck { .. }
+        ));
+        paid
+    };
+    pay_for(&mut ask, 3);
+    match ask(Body::Deploy {
+        lease: id.0,
+        image_cid: cid,
+        manifest_digest: manifest,
+    }) {
+        Body::Status { state, detail, .. } => assert_eq!(state, "running", "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let wait_for = |ask: &mut dyn FnMut(Body) -> Body, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            match ask(Body::Status {
+                lease: id.0,
+                state: String::new(),
+                detail: String::new(),
+            }) {
+                Body::Status { state, .. } if state == want => return,
+                Body::Status { state, detail, .. } => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "still {state} ({detail}), waiting for {want}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Behind by more than 2 s' worth: frozen. Paid up: running again.
+    wait_for(&mut ask, "frozen");
+    let total = pay_for(&mut ask, 5);
+    wait_for(&mut ask, "running");
+    // Nothing more: frozen, then stopped after a second grace; the seller
+    // reports what it was paid and waits out the buyer.
+    wait_for(&mut ask, "frozen");
+    wait_for(&mut ask, "terminating");
+    assert_eq!(market::lease(&rpc, &d, id).unwrap().state, 4);
+    let _: serde_json::Value = rpc
+        .call("evm_increaseTime", serde_json::json!([86_401]))
+        .unwrap();
+    let _: serde_json::Value = rpc.call("evm_mine", serde_json::json!([])).unwrap();
+    wait_for(&mut ask, "settled");
+    let invoice = market::invoice(&rpc, &d, id).unwrap().unwrap();
+    assert_eq!(invoice.sellerReported.to::<u128>(), total);
+    let ch: dedge::chain::bindings::IChannelManager::Channel = dedge::chain::tx::view(
+        &rpc,
+        d.channels,
+        &dedge::chain::bindings::IChannelManager::channelOfCall {
+            channelId: channel.id,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        ch.claimed.to::<u128>(),
+        total,
+        "every acknowledged payment claimed"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ticker.join().unwrap();
+}

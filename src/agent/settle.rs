@@ -79,8 +79,9 @@ impl Settler<'_> {
             on_chain = market::lease(self.rpc, self.deployment, id).map_err(chain)?;
         }
         if on_chain.state == TERMINATING {
+            // The contract counts the timeout in block time, so do we.
             let end = on_chain.end.to::<u64>();
-            if now < end.saturating_add(TERMINATION_TIMEOUT) {
+            if self.chain_time()? < end.saturating_add(TERMINATION_TIMEOUT) {
                 return Ok(Progress::Waiting);
             }
             self.seller
@@ -102,6 +103,19 @@ impl Settler<'_> {
             .transition(lease, State::Settled, now, None, |_| {})?;
         log::info!("lease {id} settled, paid {}", l.paid);
         Ok(Progress::Settled)
+    }
+
+    /// The latest block's timestamp.
+    fn chain_time(&self) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            timestamp: alloy_primitives::U64,
+        }
+        let head: Head = self
+            .rpc
+            .call("eth_getBlockByNumber", serde_json::json!(["latest", false]))
+            .map_err(chain)?;
+        Ok(head.timestamp.to::<u64>())
     }
 
     /// Claims the channel up to its newest proof, if that is above what was
