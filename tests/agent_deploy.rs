@@ -74,25 +74,7 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
     let dir = env.dir.path().join("buyer");
     std::fs::create_dir_all(&dir).unwrap();
     let script = "wget -q -O - $DEDGE_EDGEX_URL/api/v3/device/name/Random-Integer-Device/Int8";
-    let layout = oci::build_image(
-        &dir,
-        "v1",
-        |root| oci::install_busybox(root, &[]),
-        &[
-            "--config.cmd",
-            "sh",
-            "--config.cmd",
-            "-c",
-            "--config.cmd",
-            script,
-        ],
-    );
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (layout, manifest) = oci::script_image(&dir, script);
     let repo = dir.join("kubo");
     let cid = kubo::add(&repo, &[&layout]).pop().unwrap();
     let gw = gateway::Gateway::start(&repo);

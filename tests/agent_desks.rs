@@ -44,16 +44,20 @@ struct Seller {
 }
 
 impl Seller {
+    fn seller_tx(&self) -> TxSender<'_> {
+        TxSender::new(
+            &self.rpc,
+            &self.gateway,
+            self.d.chain_id,
+            self.store.tree("nonces").unwrap(),
+            policy(),
+        )
+    }
+
     fn handle(&self, peer: Address, body: Body) -> Option<Body> {
         match body {
             Body::Offer { terms, signature } => {
-                let tx = TxSender::new(
-                    &self.rpc,
-                    &self.gateway,
-                    self.d.chain_id,
-                    self.store.tree("nonces").unwrap(),
-                    policy(),
-                );
+                let tx = self.seller_tx();
                 let desk = OfferDesk {
                     book: &self.book,
                     policy: &self.policy,
@@ -100,13 +104,7 @@ impl Seller {
                 )
                 .unwrap();
         }
-        let tx = TxSender::new(
-            &self.rpc,
-            &self.gateway,
-            self.d.chain_id,
-            self.store.tree("nonces").unwrap(),
-            policy(),
-        );
+        let tx = self.seller_tx();
         let settler = Settler {
             book: &self.book,
             receiver: &self.receiver,
@@ -375,7 +373,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
     // The buyer reports and asks to end: the seller reports the same, the
     // market settles, the channel is claimed up to the newest proof.
     market::terminate(&buyer_tx, &d, id, U256::from(1501)).unwrap();
-    match say(
+    let settled = || match say(
         addr,
         &buyer,
         anvil.chain_id,
@@ -387,7 +385,8 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
     ) {
         Body::Status { state, .. } => assert_eq!(state, "settled"),
         other => panic!("{other:?}"),
-    }
+    };
+    settled();
     assert_eq!(on_chain(id), 5, "settled on chain");
     let invoice = market::invoice(&rpc, &d, id).unwrap().unwrap();
     assert_eq!(invoice.buyerReported.to::<u128>(), 1501);
@@ -404,19 +403,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         "claimed up to the newest proof"
     );
     // Asked again: nothing more happens.
-    match say(
-        addr,
-        &buyer,
-        anvil.chain_id,
-        gw,
-        Body::Terminate {
-            lease: id.0,
-            reason: "again".into(),
-        },
-    ) {
-        Body::Status { state, .. } => assert_eq!(state, "settled"),
-        other => panic!("{other:?}"),
-    }
+    settled();
 
     // A lease only the seller reports: it waits out the termination
     // timeout, then finalizes.

@@ -81,3 +81,28 @@ pub fn busybox_layout(dir: &Path, tag: &str) -> PathBuf {
         ],
     )
 }
+
+/// busybox with every applet, Cmd `sh -c script`: the layout and its
+/// manifest's digest (what a buyer names when it deploys).
+pub fn script_image(dir: &Path, script: &str) -> (PathBuf, String) {
+    let layout = build_image(
+        dir,
+        "v1",
+        |root| install_busybox(root, &[]),
+        &[
+            "--config.cmd",
+            "sh",
+            "--config.cmd",
+            "-c",
+            "--config.cmd",
+            script,
+        ],
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"]
+        .as_str()
+        .expect("index.json names its manifest")
+        .to_string();
+    (layout, manifest)
+}
