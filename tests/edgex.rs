@@ -797,49 +797,29 @@ fn simulator_answers_and_bridge_requests_match_the_openapi_files() {
             "",
         ));
     }
-    x.push(exchange(
-        &sim,
-        cmd,
-        "GET",
-        &format!("{}?ds-returnevent=false", read_path(INT, "Int16")),
-        "",
-    ));
-    x.push(exchange(&sim, cmd, "GET", &read_path(INT, "Nope"), ""));
-    x.push(exchange(
-        &sim,
-        cmd,
-        "GET",
-        &read_path(INT, "WriteInt8Value"),
-        "",
-    ));
-    x.push(exchange(
-        &sim,
-        cmd,
-        "PUT",
-        &read_path(INT, "WriteInt8Value"),
-        r#"{"Int8":"12"}"#,
-    ));
-    x.push(exchange(
-        &sim,
-        cmd,
-        "PUT",
-        &read_path(INT, "WriteInt8Value"),
-        r#"{"Int8":"300"}"#,
-    ));
-    x.push(exchange(
-        &sim,
-        cmd,
-        "PUT",
-        &read_path("Random-Binary-Device", "Binary"),
-        r#"{"Binary":"AA=="}"#,
-    ));
-    x.push(exchange(
-        &sim,
-        cmd,
-        "PUT",
-        &read_path("Fixed-Object-Device", "Object"),
-        r#"{"Object":"{\"k\":1}"}"#,
-    ));
+    for (method, target, body) in [
+        (
+            "GET",
+            format!("{}?ds-returnevent=false", read_path(INT, "Int16")),
+            "",
+        ),
+        ("GET", read_path(INT, "Nope"), ""),
+        ("GET", read_path(INT, "WriteInt8Value"), ""),
+        ("PUT", read_path(INT, "WriteInt8Value"), r#"{"Int8":"12"}"#),
+        ("PUT", read_path(INT, "WriteInt8Value"), r#"{"Int8":"300"}"#),
+        (
+            "PUT",
+            read_path("Random-Binary-Device", "Binary"),
+            r#"{"Binary":"AA=="}"#,
+        ),
+        (
+            "PUT",
+            read_path("Fixed-Object-Device", "Object"),
+            r#"{"Object":"{\"k\":1}"}"#,
+        ),
+    ] {
+        x.push(exchange(&sim, cmd, method, &target, body));
+    }
     let data = "core-data";
     for d in [INT, "Fixed-Object-Device", "Nope"] {
         x.push(exchange(

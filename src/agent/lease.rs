@@ -49,6 +49,20 @@ pub enum State {
 }
 
 impl State {
+    pub const ALL: [State; 11] = [
+        State::Offered,
+        State::Refused,
+        State::Accepted,
+        State::Expired,
+        State::FeePaid,
+        State::ChannelProven,
+        State::Deploying,
+        State::Running,
+        State::Frozen,
+        State::Terminating,
+        State::Settled,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, State::Refused | State::Expired | State::Settled)
     }
@@ -270,19 +284,7 @@ mod tests {
     #[test]
     fn the_machine_allows_only_its_edges_and_ends_in_terminal_states() {
         use State::*;
-        let all = [
-            Offered,
-            Refused,
-            Accepted,
-            Expired,
-            FeePaid,
-            ChannelProven,
-            Deploying,
-            Running,
-            Frozen,
-            Terminating,
-            Settled,
-        ];
+        let all = State::ALL;
         for s in all {
             assert_eq!(s.is_terminal(), s.next().is_empty(), "{s:?}");
             // Every lease that held resources can only end by settling.

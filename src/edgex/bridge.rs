@@ -299,12 +299,7 @@ impl Bridge {
         command: &str,
         grant: &DeviceGrant,
     ) -> Result<Response, Refusal> {
-        if !grant.read.contains(command) {
-            return Err(refuse(
-                403,
-                format!("command `{command}` of device `{device}` is not leased for reading"),
-            ));
-        }
+        leased(&grant.read, device, command, "reading")?;
         let (push, ret) = read_flags(req.query.as_deref())?;
         let c = self.command(device, command)?;
         if !c.read {
@@ -333,12 +328,7 @@ impl Bridge {
         command: &str,
         grant: &DeviceGrant,
     ) -> Result<Response, Refusal> {
-        if !grant.write.contains(command) {
-            return Err(refuse(
-                403,
-                format!("command `{command}` of device `{device}` is not leased for writing"),
-            ));
-        }
+        leased(&grant.write, device, command, "writing")?;
         if req.query.is_some() {
             return Err(refuse(400, "a write takes no query parameters"));
         }
@@ -444,6 +434,18 @@ impl Handler for Bridge {
             },
         );
         base_response(status, message)
+    }
+}
+
+/// Is `command` in the lease's grant for reading (writing)?
+fn leased(grant: &BTreeSet<String>, device: &str, command: &str, how: &str) -> Result<(), Refusal> {
+    if grant.contains(command) {
+        Ok(())
+    } else {
+        Err(refuse(
+            403,
+            format!("command `{command}` of device `{device}` is not leased for {how}"),
+        ))
     }
 }
 
