@@ -659,3 +659,85 @@ fn a_buyer_who_stops_paying_is_frozen_then_stopped_and_the_seller_keeps_its_pay(
         "every acknowledged payment claimed"
     );
 }
+
+/// Two leases on one gateway at once: each container reaches exactly its
+/// own grants through its own bridge (the integer sensor for one, the
+/// boolean one for the other), and each settles on its own.
+#[test]
+fn two_concurrent_leases_stay_isolated() {
+    if !sandbox::can_run("two_concurrent_leases_stay_isolated") {
+        return;
+    }
+    let w = World::new();
+    let gateway = signer(2);
+    w.register(&gateway);
+    let url = "$DEDGE_EDGEX_URL/api/v3/device/name";
+    let (cid, manifest, ipfs) = w.image(&format!(
+        "wget -q -O - {url}/Random-Integer-Device/Int8 || echo NO-INT8; echo; \
+         wget -q -O - {url}/Random-Boolean-Device/Bool || echo NO-BOOL; echo; sleep 30"
+    ));
+    let sim = Simulator::start(&[]);
+    let board = BoardFile::load(&w.board(Some(&ipfs), Some(&sim), |t| t))
+        .unwrap()
+        .board;
+    let agent = Running::start(&board, &w);
+    let mut s = w.session(agent.port, gateway.address());
+    let mut leases = Vec::new();
+    for (nonce, grant) in [
+        (1, "Random-Integer-Device:Int8:r"),
+        (2, "Random-Boolean-Device:Bool:r"),
+    ] {
+        let mut o = offer(&board, gateway.address(), &cid, &[grant]);
+        o.nonce = nonce;
+        let (id, channel, payer) = lease_up(&w, &mut s, &o, gateway.address());
+        pay(
+            &mut s,
+            &payer,
+            id,
+            channel.id,
+            o.pricePerSecond.to::<u128>() * 60,
+        );
+        deploy(&mut s, id, &cid, &manifest);
+        leases.push((id, channel, o.pricePerSecond.to::<u128>() * 60));
+    }
+    let outputs: Vec<String> = leases
+        .iter()
+        .map(|(id, ..)| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let out = stdout(&mut s, *id);
+                if out.contains("NO-") && out.matches("resourceName").count() == 1 {
+                    break out;
+                }
+                assert!(Instant::now() < deadline, "{out}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .collect();
+    assert!(
+        outputs[0].contains("\"resourceName\":\"Int8\""),
+        "{}",
+        outputs[0]
+    );
+    assert!(outputs[0].contains("NO-BOOL"), "{}", outputs[0]);
+    assert!(
+        outputs[1].contains("\"resourceName\":\"Bool\""),
+        "{}",
+        outputs[1]
+    );
+    assert!(outputs[1].contains("NO-INT8"), "{}", outputs[1]);
+    let snapshot = agent.agent.snapshot();
+    assert_eq!(snapshot["resources"]["leases"]["held"], 2);
+    assert_eq!(snapshot["resources"]["cpu_millicores"]["held"], 1000);
+
+    for (id, channel, paid) in leases {
+        market::terminate(&w.tx(&signer(1)), &w.d, id, U256::from(paid)).unwrap();
+        assert_eq!(terminate(&mut s, id), "settled");
+        assert_eq!(
+            w.claimed(channel.id),
+            paid,
+            "each lease's own channel claimed"
+        );
+    }
+    assert_eq!(agent.agent.snapshot()["resources"]["leases"]["held"], 0);
+}
