@@ -450,6 +450,15 @@ fn a_lease_from_offer_to_settlement_through_the_agent() {
     let (state, detail) = status(&mut s, id);
     assert_eq!(state, "running");
     assert!(detail.starts_with(&format!("paid {first} of")), "{detail}");
+    assert!(
+        detail.contains("Random-Integer-Device: 1 reads, 0 writes"),
+        "the lease's EdgeX use: {detail}"
+    );
+    let snap = agent.agent.snapshot();
+    assert_eq!(
+        snap["leases"][0]["edgex"]["Random-Integer-Device"]["reads"],
+        1
+    );
 
     // The buyer ends it; both report, the agent settles and claims.
     market::terminate(&w.tx(&signer(1)), &w.d, id, U256::from(first)).unwrap();

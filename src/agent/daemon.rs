@@ -336,14 +336,51 @@ impl Agent {
                 lease,
                 state: l.state.name().into(),
                 detail: format!(
-                    "paid {} of {} owed{}",
+                    "paid {} of {} owed{}{}",
                     l.paid,
                     owed(&l, now()),
+                    self.usage_text(&l.id_hex()),
                     l.reason.map(|r| format!("; {r}")).unwrap_or_default()
                 ),
             },
             Err(message) => Body::Error { message },
         }
+    }
+
+    /// The lease's EdgeX use, per device (what its invoice lists).
+    fn usage(&self, lease_hex: &str) -> serde_json::Value {
+        let Some(w) = &self.edgex else {
+            return serde_json::json!({});
+        };
+        match w.meter.usage(lease_hex) {
+            Ok(u) => serde_json::Value::Object(
+                u.into_iter()
+                    .map(|(device, u)| {
+                        (
+                            device,
+                            serde_json::json!({"reads": u.reads, "writes": u.writes,
+                                "bytes_in": u.bytes_in, "bytes_out": u.bytes_out,
+                                "refused": u.refused}),
+                        )
+                    })
+                    .collect(),
+            ),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        }
+    }
+
+    fn usage_text(&self, lease_hex: &str) -> String {
+        let Some(w) = &self.edgex else {
+            return String::new();
+        };
+        let Ok(usage) = w.meter.usage(lease_hex) else {
+            return String::new();
+        };
+        usage
+            .iter()
+            .filter(|(d, _)| d.as_str() != crate::edgex::meter::NO_DEVICE)
+            .map(|(d, u)| format!("; {d}: {} reads, {} writes", u.reads, u.writes))
+            .collect()
     }
 
     fn logs(&self, peer: Address, lease: [u8; 32], stream: u8, offset: u64) -> Body {
@@ -458,6 +495,7 @@ impl Agent {
                 "since": l.since,
                 "paid": l.paid.to_string(),
                 "owed": owed(l, now).to_string(),
+                "edgex": self.usage(&l.id_hex()),
                 "reason": l.reason,
             })).collect::<Vec<_>>(),
         })

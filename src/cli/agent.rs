@@ -113,6 +113,14 @@ fn status(board: Option<&std::path::Path>, json: bool) -> Result<(), Error> {
             edg(&l["paid"]),
             edg(&l["owed"])
         )?;
+        for (device, u) in l["edgex"].as_object().into_iter().flatten() {
+            say!(
+                "    {device}: {} reads, {} writes, {} refused\n",
+                u["reads"],
+                u["writes"],
+                u["refused"]
+            )?;
+        }
     }
     Ok(())
 }
