@@ -989,7 +989,7 @@ fn sandbox_run_with_grants_reaches_edgex_and_prints_the_counts() {
     let (code, _, err) = run(&["--edgex-write", &format!("{INT}:Int64")]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("Random-Integer-Device:Int64 is not offered for writing"),
+        err.contains("Random-Integer-Device:Int64 is not sold for writing"),
         "{err}"
     );
 }

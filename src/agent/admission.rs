@@ -122,24 +122,7 @@ pub fn admit(
     if !grants.is_empty() && policy.device_second.is_none() {
         return Err("this gateway sells no EdgeX devices".into());
     }
-    for (device, g) in &grants {
-        for (command, write) in g
-            .read
-            .iter()
-            .map(|c| (c, false))
-            .chain(g.write.iter().map(|c| (c, true)))
-        {
-            let sold = catalogue
-                .command(device, command)
-                .is_some_and(|c| if write { c.write } else { c.read });
-            if !sold {
-                return Err(format!(
-                    "{device}:{command} is not sold for {}",
-                    if write { "writing" } else { "reading" }
-                ));
-            }
-        }
-    }
+    catalogue.check_grants(&grants)?;
     let devices = grants
         .values()
         .map(|g| g.read.union(&g.write).count())

@@ -180,19 +180,10 @@ impl Agent {
                 &self.edgex,
                 crate::edgex::bridge::grants_from_offer(&l.terms.devices),
             ) {
-                (Some(w), Ok(grants)) if !grants.is_empty() => {
-                    let b = Arc::new(crate::edgex::bridge::Bridge::new(
-                        &l.id_hex(),
-                        grants,
-                        w.catalogue.clone(),
-                        w.client.clone(),
-                        w.meter.clone(),
-                        w.limits,
-                    ));
-                    crate::edgex::bridge::Serving::open(record.init.pid, b)
-                        .map_err(|e| log::error!("lease {}: bridge: {e}", l.id_hex()))
-                        .ok()
-                }
+                (Some(w), Ok(grants)) if !grants.is_empty() => w
+                    .open_bridge(&l, grants, record.init.pid)
+                    .map_err(|e| log::error!("lease {}: {e}", l.id_hex()))
+                    .ok(),
                 _ => None,
             };
             self.running

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use alloy_primitives::{Address, B256};
 
 use super::lease::{Lease, LeaseBook, State};
-use crate::edgex::bridge::{self, Bridge, BridgeLimits, Serving, grants_from_offer};
+use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving, grants_from_offer};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::client::Client;
 use crate::edgex::meter::Meter;
@@ -38,6 +38,21 @@ pub struct EdgexWiring {
     pub catalogue: Arc<RwLock<Catalogue>>,
     pub meter: Meter,
     pub limits: BridgeLimits,
+}
+
+impl EdgexWiring {
+    /// The lease's bridge, served in the network namespace of `pid`.
+    pub fn open_bridge(&self, lease: &Lease, grants: Grants, pid: i32) -> Result<Serving, String> {
+        let b = Arc::new(Bridge::new(
+            &lease.id_hex(),
+            grants,
+            self.catalogue.clone(),
+            self.client.clone(),
+            self.meter.clone(),
+            self.limits,
+        ));
+        Serving::open(pid, b).map_err(|e| format!("bridge: {e}"))
+    }
 }
 
 pub struct Deployer<'a> {
@@ -204,17 +219,7 @@ impl Deployer<'_> {
             )
             .map_err(|e| e.to_string())?;
         let bridge = match wiring {
-            Some(w) => {
-                let b = Arc::new(Bridge::new(
-                    &l.id_hex(),
-                    grants,
-                    w.catalogue.clone(),
-                    w.client.clone(),
-                    w.meter.clone(),
-                    w.limits,
-                ));
-                Some(Serving::open(record.init.pid, b).map_err(|e| e.to_string())?)
-            }
+            Some(w) => Some(w.open_bridge(l, grants, record.init.pid)?),
             None => None,
         };
         self.runtime.start(&name).map_err(|e| e.to_string())?;

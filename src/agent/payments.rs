@@ -115,7 +115,7 @@ impl PaymentDesk<'_> {
             .receiver
             .newest(info.id)
             .map_err(|e| e.to_string())?
-            .map_or(0, |p| p.amount.to::<u128>());
+            .map_or(0, |p| u128::try_from(p.amount).unwrap_or(u128::MAX));
         self.book
             .transition(&lease, State::ChannelProven, now, None, |l| {
                 l.channel = Some(channel);
@@ -158,7 +158,8 @@ impl PaymentDesk<'_> {
             return error(format!("payment refused: {why}"));
         }
         // Durable in the receiver: from here on the proof counts.
-        let cumulative = U256::from_be_bytes(amount).to::<u128>();
+        // Accepted proofs are within a uint96 deposit; saturate anyway.
+        let cumulative = u128::try_from(U256::from_be_bytes(amount)).unwrap_or(u128::MAX);
         let paid = cumulative.saturating_sub(l.channel_base);
         if let Err(e) = self.book.record_payment(&lease, paid) {
             log::error!(

@@ -189,24 +189,9 @@ fn open_bridge(a: &Args, id: &str, pid: i32) -> Result<Option<(Serving, Meter)>,
     let board = BoardFile::load(board).map_err(|e| Error::Config(e.to_string()))?;
     let edgex = super::edgex::board_edgex(&board)?;
     let catalogue = super::edgex::read_catalogue(edgex)?;
-    for (device, g) in &a.grants {
-        for (command, write) in g
-            .read
-            .iter()
-            .map(|c| (c, false))
-            .chain(g.write.iter().map(|c| (c, true)))
-        {
-            let sold = catalogue
-                .command(device, command)
-                .is_some_and(|c| if write { c.write } else { c.read });
-            if !sold {
-                return Err(Error::Usage(format!(
-                    "{device}:{command} is not offered for {} (see `dedge edgex ls`)",
-                    if write { "writing" } else { "reading" }
-                )));
-            }
-        }
-    }
+    catalogue
+        .check_grants(&a.grants)
+        .map_err(|e| Error::Usage(format!("{e} (see `dedge edgex ls`)")))?;
     let client = crate::edgex::client::Client::from_board(edgex).map_err(runtime)?;
     let meter = Meter::new(
         Store::temporary()

@@ -100,6 +100,26 @@ impl Catalogue {
         self.devices.get(device)?.commands.get(command)
     }
 
+    /// Is every granted command sold, in the mode granted? The first one
+    /// that is not, as `DEVICE:COMMAND is not sold for reading`.
+    pub fn check_grants(&self, grants: &super::bridge::Grants) -> Result<(), String> {
+        for (device, g) in grants {
+            let modes = g.read.iter().map(|c| (c, false));
+            for (command, write) in modes.chain(g.write.iter().map(|c| (c, true))) {
+                let sold = self
+                    .command(device, command)
+                    .is_some_and(|c| if write { c.write } else { c.read });
+                if !sold {
+                    return Err(format!(
+                        "{device}:{command} is not sold for {}",
+                        if write { "writing" } else { "reading" }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The devices for the capability document.
     pub fn offers(&self) -> Vec<DeviceOffer> {
         self.devices
