@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod board;
+pub mod buyer;
 pub mod chain;
 pub mod channel;
 pub mod cli;

@@ -767,3 +767,316 @@ fn two_concurrent_leases_stay_isolated() {
     }
     assert_eq!(agent.agent.snapshot()["resources"]["leases"]["held"], 0);
 }
+
+/// A background `dedge` process with its stderr in a file; killed on drop,
+/// and its stderr printed if the test is failing.
+struct Bg {
+    child: Child,
+    log: PathBuf,
+    name: &'static str,
+}
+
+impl Bg {
+    fn spawn(name: &'static str, dir: &std::path::Path, args: &[&str]) -> Bg {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_dedge"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Bg { child, log, name }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `sig` and waits (bounded) for the exit; returns its stdout.
+    fn stop(&mut self, sig: i32) -> (std::process::ExitStatus, String) {
+        // SAFETY: kill(2) on a child this test spawned and has not reaped.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.wait()
+    }
+
+    fn wait(&mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit: {}",
+                self.name,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut out = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut o, &mut out).unwrap();
+        }
+        (status, out)
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} stderr ----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// The lease's state in `dedge agent status`.
+fn agent_state(board: &str, lease: &str) -> String {
+    let (code, out, err) = cli::dedge(&["agent", "status", "--board", board, "--json"]);
+    if code != 0 {
+        return format!("no status yet: {err}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["leases"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["lease"] == lease))
+        .map_or("none".into(), |l| l["state"].as_str().unwrap().to_string())
+}
+
+fn wait_agent_state(board: &str, lease: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = agent_state(board, lease);
+        if state == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {state}, waiting for {want}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn edg_balance(w: &World, who: Address) -> u128 {
+    let b: U256 = view(
+        &w.rpc,
+        w.d.token,
+        &IEDGToken::balanceOfCall { account: who },
+    )
+    .unwrap();
+    b.to::<u128>()
+}
+
+/// The README's story through the real binaries: `dedge agent` advertises
+/// itself; the buyer's `dedge lease create` publishes a local image to IPFS,
+/// makes the offer, funds it, opens a channel, deploys, and pays in the
+/// foreground; the container reads a leased sensor (`lease logs`); the
+/// buyer stops paying (Ctrl-C) and the lease freezes; `lease pay` resumes
+/// it; `lease terminate` stops the payer, reports and settles; the
+/// invoice's two reports agree, the seller claimed exactly them, the
+/// buyer's EDG went to the fee and the channel, and the sensor reads are
+/// counted.
+#[test]
+fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
+    if !sandbox::can_run("the_buyer_cli_takes_a_lease_from_offer_to_invoice") {
+        return;
+    }
+    let w = World::new();
+    let dir = w.dir.path();
+    // The buyer's IPFS node: the Helia harness, whose dag/import lands in
+    // the repository its gateway serves to the agent.
+    std::fs::write(dir.join("seed"), "a repo needs one block").unwrap();
+    let repo = dir.join("kubo");
+    kubo::add(&repo, &[&dir.join("seed")]);
+    let ipfs = gateway::Gateway::start(&repo);
+    let (layout, manifest) = oci::script_image(
+        dir,
+        &format!("while true; do {READ_INT8}; echo; sleep 1; done"),
+    );
+    let sim = Simulator::start(&[]);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let board_path = w.board(Some(&ipfs), Some(&sim), |t| {
+        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
+            .replace("grace = \"10s\"", "grace = \"2s\"")
+    });
+    let b = board_path.to_str().unwrap();
+    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
+    assert_eq!(code, 0, "{err}");
+    let gateway =
+        dedge::chain::keystore::load(&dir.join("target/dev-gateway/key.json"), b"pw").unwrap();
+    w.register(&gateway);
+    // EDG for the advert fee.
+    w.tx(&signer(0))
+        .execute(
+            w.d.token,
+            &IEDGToken::transferCall {
+                to: gateway.address(),
+                value: U256::from(10u128.pow(20)),
+            },
+        )
+        .unwrap();
+    let agent = Bg::spawn("agent", dir, &["agent", "--board", b]);
+
+    // The agent advertises itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !market::live_adverts(&w.rpc, &w.d)
+        .unwrap()
+        .iter()
+        .any(|l| l.gateway == gateway.address() && l.endpoint == format!("127.0.0.1:{port}"))
+    {
+        assert!(Instant::now() < deadline, "no advert: {}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let key = dir.join("buyer.json");
+    dedge::chain::keystore::save(&key, &signer(1), b"buyer-pass").unwrap();
+    std::fs::write(dir.join("buyer.pass"), "buyer-pass\n").unwrap();
+    let deployment =
+        common::repo().join(format!("contracts/deployments/{}.json", w.anvil.chain_id));
+    let data = dir.join("buyer");
+    let common_args: Vec<String> = [
+        "--key",
+        key.to_str().unwrap(),
+        "--passphrase-file",
+        dir.join("buyer.pass").to_str().unwrap(),
+        "--rpc",
+        &w.anvil.url,
+        "--deployment",
+        deployment.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let with = |head: &[&str]| -> Vec<String> {
+        head.iter()
+            .map(|s| s.to_string())
+            .chain(common_args.iter().cloned())
+            .collect()
+    };
+    let run = |head: &[&str]| {
+        let args = with(head);
+        cli::dedge(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let buyer_before = edg_balance(&w, signer(1).address());
+
+    let gw = gateway.address().to_string();
+    let create = with(&[
+        "lease",
+        "create",
+        "--gateway",
+        &gw,
+        "--image",
+        layout.to_str().unwrap(),
+        "--ipfs-api",
+        &ipfs.url,
+        "--device",
+        "Random-Integer-Device:Int8",
+        "--duration",
+        "10m",
+        "--json",
+    ]);
+    let mut payer = Bg::spawn(
+        "create",
+        dir,
+        &create.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    // The first stdout line: the lease, once its container runs.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(payer.child.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let created: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}\n{}", payer.log()));
+    assert_eq!(created["state"], "running");
+    assert_eq!(
+        created["manifest"], manifest,
+        "the manifest the buyer checked"
+    );
+    let lease = created["lease"].as_str().unwrap().to_string();
+    let channel: B256 = created["channel"].as_str().unwrap().parse().unwrap();
+    wait_agent_state(b, &lease, "running");
+
+    // The container reads its leased sensor; the buyer sees it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = run(&["lease", "logs", &lease]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("\"resourceName\":\"Int8\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no reading in the logs: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Ctrl-C: the buyer stops paying and the gateway freezes the lease.
+    let (status, out) = payer.stop(libc::SIGINT);
+    assert!(status.success(), "{status:?} {}", payer.log());
+    assert!(payer.log().contains("stopped paying"), "{}", payer.log());
+    assert!(out.contains("\"ended\":false"), "{out}");
+    wait_agent_state(b, &lease, "frozen");
+    // `lease pay` resumes it.
+    let pay = with(&["lease", "pay", &lease]);
+    let mut payer = Bg::spawn(
+        "pay",
+        dir,
+        &pay.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    wait_agent_state(b, &lease, "running");
+    let (code, out, _) = run(&["lease", "ls", "--json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&lease) && out.contains("\"running\""), "{out}");
+
+    // Terminate while the payer runs: it is stopped, then both report.
+    let (code, out, err) = run(&["lease", "terminate", &lease]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("settled"), "{out}\n{err}");
+    let (status, _) = payer.wait();
+    assert!(status.success(), "{}", payer.log());
+
+    let (code, out, err) = run(&["lease", "invoice", &lease, "--json", "--wei"]);
+    assert_eq!(code, 0, "{err}");
+    let inv: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let s = &inv["settlement"];
+    assert_eq!(s["disputed"], false, "{out}");
+    assert_eq!(s["buyer_reported"], s["seller_reported"], "{out}");
+    let paid: u128 = s["buyer_reported"].as_str().unwrap().parse().unwrap();
+    assert!(paid > 0, "{out}");
+    assert_eq!(
+        w.claimed(channel),
+        paid,
+        "the seller claimed what both reported"
+    );
+    let fee: u128 = s["fee"].as_str().unwrap().parse().unwrap();
+    let edgex = inv["gateway_account"]["edgex"].as_array().unwrap();
+    let reads = edgex
+        .iter()
+        .find(|u| u["device"] == "Random-Integer-Device")
+        .map_or(0, |u| u["reads"].as_u64().unwrap());
+    assert!(reads >= 1, "{out}");
+    // The buyer's EDG: the fee and the channel's deposit left its account.
+    let ch: IChannelManager::Channel = view(
+        &w.rpc,
+        w.d.channels,
+        &IChannelManager::channelOfCall { channelId: channel },
+    )
+    .unwrap();
+    assert_eq!(
+        buyer_before - edg_balance(&w, signer(1).address()),
+        fee + ch.deposit.to::<u128>(),
+    );
+    let (_, out, _) = run(&["lease", "ls", "--json"]);
+    assert!(out.contains("\"settled\""), "{out}");
+    drop(agent);
+}

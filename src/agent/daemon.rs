@@ -10,9 +10,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, U256};
 
 use super::admission::Policy;
+use super::advert::Advertiser;
 use super::deploy::{Deployed, Deployer, EdgexWiring, container_id, teardown};
 use super::enforce::{STOP_GRACE, enforce};
 use super::lease::{LeaseBook, State};
@@ -30,6 +31,7 @@ use crate::edgex::catalogue::{Catalogue, Refresher};
 use crate::edgex::client::Client;
 use crate::edgex::meter::Meter;
 use crate::ipfs::fetch::{Fetcher, Limits as FetchLimits};
+use crate::market::Capabilities;
 use crate::p2p::Body;
 use crate::runtime::container::{Config, RecordStore, Runtime};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
@@ -62,6 +64,9 @@ pub struct Agent {
     /// Held while the gateway's transactions are sent: one nonce sequence,
     /// and a lease is wound down by one thread at a time.
     chain: Mutex<()>,
+    /// What the board sells (devices from the EdgeX catalogue, if any).
+    caps: Capabilities,
+    advertiser: Mutex<Advertiser>,
 }
 
 fn setup(what: &str) -> impl Fn(String) -> Error + '_ {
@@ -152,6 +157,8 @@ impl Agent {
             data,
             running: Mutex::new(HashMap::new()),
             chain: Mutex::new(()),
+            caps: Capabilities::from_board(board),
+            advertiser: Mutex::new(Advertiser::new(board.agent.public.to_string())),
         };
         agent.reattach();
         Ok(agent)
@@ -295,6 +302,7 @@ impl Agent {
                 }
             }
             Body::Status { lease, .. } => self.status(peer, lease),
+            Body::Account { lease, .. } => self.account(peer, lease),
             Body::Logs {
                 lease,
                 stream,
@@ -334,6 +342,40 @@ impl Agent {
                     l.reason.map(|r| format!("; {r}")).unwrap_or_default()
                 ),
             },
+            Err(message) => Body::Error { message },
+        }
+    }
+
+    /// What the buyer's payer and invoice need, as numbers.
+    fn account(&self, peer: Address, lease: [u8; 32]) -> Body {
+        match self.own(peer, &lease) {
+            Ok(l) => {
+                let now = now();
+                let edgex = self
+                    .edgex
+                    .as_ref()
+                    .and_then(|w| w.meter.usage(&l.id_hex()).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(device, u)| crate::p2p::DeviceUse {
+                        device,
+                        reads: u.reads,
+                        writes: u.writes,
+                        bytes_in: u.bytes_in,
+                        bytes_out: u.bytes_out,
+                        refused: u.refused,
+                    })
+                    .collect();
+                Body::Account {
+                    lease,
+                    paid: U256::from(l.paid).to_be_bytes(),
+                    owed: U256::from(owed(&l, now)).to_be_bytes(),
+                    ran: l.running_since.map_or(0, |s| {
+                        now.saturating_sub(s).min(u64::from(l.terms.max_duration))
+                    }),
+                    edgex,
+                }
+            }
             Err(message) => Body::Error { message },
         }
     }
@@ -503,9 +545,33 @@ impl Agent {
         }
     }
 
-    /// Runs `tick` every `every` until `stop` is set.
+    /// Keeps the gateway's advert live and true to what it sells
+    /// (`advert`); each check at most every few minutes.
+    pub fn keep_advertised(&self) {
+        let mut caps = self.caps.clone();
+        if self.edgex.is_some() {
+            caps.devices = self
+                .catalogue
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .offers();
+        }
+        let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = match self.seller() {
+            Ok(t) => t,
+            Err(e) => return log::error!("advert: {e}"),
+        };
+        self.advertiser
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .step(&tx, &self.rpc, &self.d, &caps);
+    }
+
+    /// Runs `tick` every `every` until `stop` is set, and keeps the
+    /// gateway advertised.
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            self.keep_advertised();
             self.tick();
             self.write_status();
             std::thread::sleep(every);

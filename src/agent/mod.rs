@@ -13,12 +13,14 @@
 //! - `settle`: the on-chain end of a lease (terminate, finalize, claim);
 //! - `deploy`: the lease's image by CID, verified, unpacked, run with its
 //!   limits and its EdgeX bridge;
-//! - `endpoint`: the advertised endpoint, p2p sessions with buyers.
+//! - `endpoint`: the advertised endpoint, p2p sessions with buyers;
+//! - `advert`: the gateway's advert on chain, made and renewed.
 //!
 //! `daemon` puts them together: `handle` answers buyers, `tick` enforces
 //! and settles.
 
 pub mod admission;
+pub mod advert;
 pub mod daemon;
 pub mod deploy;
 pub mod endpoint;

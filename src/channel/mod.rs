@@ -319,6 +319,15 @@ impl Sender {
         })
     }
 
+    /// The channel as it was opened.
+    pub fn info(&self, channel: B256) -> Result<ChannelInfo, Rejected> {
+        Ok(self
+            .sent
+            .get::<SentRecord>(channel)?
+            .ok_or(Rejected::UnknownChannel(channel))?
+            .info)
+    }
+
     pub fn total(&self, channel: B256) -> Result<U256, Rejected> {
         Ok(self
             .sent

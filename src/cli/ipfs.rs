@@ -1,14 +1,11 @@
 //! `dedge ipfs cid|car`: content addressing as Kubo does it.
 
-use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use super::progress::Progress;
 use super::{Error, say};
-use crate::ipfs::car;
 use crate::ipfs::fetch::{Fetcher, Limits};
-use crate::ipfs::publish::{check_image, dag_import};
+use crate::ipfs::publish::{check_image, dag_import, write_car};
 use crate::ipfs::unixfs::{CidVersion, Options, add_path};
 
 pub const USAGE: &str = "\
@@ -142,40 +139,4 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
         }
         other => Err(Error::Usage(format!("unknown ipfs command `{other}`"))),
     }
-}
-
-/// The root is known only at the end and leads the file: sections go to a
-/// scratch file first, then behind the header; the CAR appears by rename.
-fn write_car(
-    path: &std::path::Path,
-    out: &std::path::Path,
-    opts: Options,
-) -> Result<cid::Cid, crate::ipfs::Error> {
-    let io = |p: &std::path::Path| {
-        let p = p.display().to_string();
-        move |e| crate::ipfs::Error::Path(p.clone(), e)
-    };
-    let sections = out.with_extension("car.sections");
-    let partial = out.with_extension("car.partial");
-    let result = (|| {
-        let mut w = BufWriter::new(fs::File::create(&sections).map_err(io(&sections))?);
-        let added = add_path(path, opts, &mut |cid, block| {
-            car::write_section(&mut w, cid, block).map_err(crate::ipfs::Error::Io)
-        })?;
-        w.flush().map_err(io(&sections))?;
-        drop(w);
-        let mut f = BufWriter::new(fs::File::create(&partial).map_err(io(&partial))?);
-        car::write_header(&mut f, &added.cid).map_err(io(&partial))?;
-        let mut src = fs::File::open(&sections).map_err(io(&sections))?;
-        std::io::copy(&mut src, &mut f).map_err(io(&partial))?;
-        let f = f.into_inner().map_err(|e| io(&partial)(e.into_error()))?;
-        f.sync_all().map_err(io(&partial))?;
-        fs::rename(&partial, out).map_err(io(out))?;
-        Ok(added.cid)
-    })();
-    let _ = fs::remove_file(&sections);
-    if result.is_err() {
-        let _ = fs::remove_file(&partial);
-    }
-    result
 }

@@ -1,36 +1,60 @@
-//! `dedge lease propose|accept|fee|terminate|show|invoice`: the market steps
-//! of a lease, one command each. (The buyer's all-in-one `lease create`,
-//! with the channel, the image and the payments, comes with the agent.)
+//! `dedge lease ...`: the buyer's commands (create, pay, ls, logs,
+//! terminate, invoice; in `cli::buyer`) and the market steps of a lease,
+//! one command each (propose, accept, fee, terminate --paid, show).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use alloy_primitives::{Address, B256, U256, Uint};
+use alloy_primitives::{Address, B256, U256};
 
 use super::chain_args::{self, Chain, ChainArgs, runtime};
 use super::{Error, say};
+use crate::buyer::offer;
 use crate::chain::tx::TxSender;
-use crate::chain::{Signer, eip712, keystore};
+use crate::chain::{Signer, keystore};
 use crate::market::{self, Capabilities};
 use crate::units::{ByteSize, Edg, HumanDuration};
 
 pub const USAGE: &str = "\
-Usage: dedge lease propose --gateway ADDR --image CID [offer options] --key FILE [chain options]
+Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key FILE [chain options]
+       dedge lease pay LEASE --key FILE [chain options]
+       dedge lease ls [--json]
+       dedge lease logs LEASE [--follow] [--stderr] --key FILE [chain options]
+       dedge lease terminate LEASE --key FILE [--reason TEXT] [chain options]
+       dedge lease invoice LEASE [--key FILE] [chain options] [--json] [--wei]
+       dedge lease propose --gateway ADDR --image CID [offer options] --key FILE [chain options]
        dedge lease accept LEASE --board BOARD
        dedge lease fee LEASE --key FILE [chain options]
        dedge lease terminate LEASE --paid EDG (--key FILE | --board BOARD) [chain options]
        dedge lease show LEASE [chain options] [--json]
        dedge lease invoice LEASE [chain options] [--json] [--wei]
 
+  create     the whole lease: the image checked and published to IPFS (PATH;
+             --ipfs-api URL or DEDGE_IPFS_API) or taken as published (CID
+             with --manifest sha256:...), the offer on chain, accepted by
+             the gateway, the fee, a channel (an idle one to the gateway
+             reused, or one opened with --deposit, default the lease's
+             most), the first interval paid, the image deployed; then pays
+             in the foreground as `lease pay` does (--detach: return once
+             the container runs)
+  pay        keeps a lease paid one payment interval ahead of what the
+             gateway says is owed, until Ctrl-C, `lease terminate`, or the
+             lease ends; resumable, nothing is lost when it is killed
+  ls         the buyer's leases (from --data)
+  logs       the container's stdout (--stderr: stderr), --follow to go on
+  terminate  with a lease from `create`: stops its payer, reports what was
+             paid on chain, has the gateway stop the container and settle;
+             with --paid: only the on-chain report, by --key or the
+             gateway (--board)
+  invoice    the Invoice emitted at settlement: both reports, fee, flags
+             (8 = the two reports differ); with --key and a lease from
+             `create`, also the gateway's account and its EdgeX use
   propose    the buyer writes its offer's EIP-712 hash on chain; prints the
              lease id and the offer (to send to the gateway)
   accept     the gateway writes the same hash: buyer and seller in contract
   fee        the buyer escrows the platform fee (dedge_fee); the lease is
              valid once accepted and funded
-  terminate  each side ends the lease, reporting what the channel paid
   show       the lease's state on chain
-  invoice    the Invoice emitted at settlement: both reports, fee, flags
-             (8 = the two reports differ)
 
 Offer options (propose):
   --cpus N            CPU cores, fractions allowed (default 0.5)
@@ -43,6 +67,13 @@ Offer options (propose):
   --price EDG         EDG per second (default: the gateway's prices for
                       what is asked)
   --expiry D          how long the offer stays open (default 10m)
+  --manifest DIGEST   the image's OCI manifest digest (with --image CID)
+  --ipfs-api URL      a Kubo-compatible RPC to publish --image PATH to
+  --deposit EDG       a new channel's deposit
+  --detach            create returns once the container runs
+Buyer state:
+  --data DIR          lease records and channel databases (env DEDGE_HOME;
+                      default ~/.dedge)
 Keys:
   --key FILE          the buyer's key file (passphrase: --passphrase-file
                       or DEDGE_PASSPHRASE); seller commands use --board's key
@@ -51,24 +82,32 @@ Output:
 ";
 
 #[derive(Default)]
-struct Args {
-    chain: ChainArgs,
-    lease: Option<B256>,
-    key: Option<PathBuf>,
-    passphrase_file: Option<PathBuf>,
-    gateway: Option<Address>,
-    image: Option<String>,
-    cpus: Option<f64>,
-    memory: Option<ByteSize>,
-    disk: Option<ByteSize>,
-    duration: Option<HumanDuration>,
-    interval: Option<HumanDuration>,
-    devices: Vec<String>,
-    price: Option<Edg>,
-    expiry: Option<HumanDuration>,
-    paid: Option<Edg>,
-    json: bool,
-    wei: bool,
+pub(super) struct Args {
+    pub(super) chain: ChainArgs,
+    pub(super) lease: Option<B256>,
+    pub(super) key: Option<PathBuf>,
+    pub(super) passphrase_file: Option<PathBuf>,
+    pub(super) gateway: Option<Address>,
+    pub(super) image: Option<String>,
+    pub(super) cpus: Option<f64>,
+    pub(super) memory: Option<ByteSize>,
+    pub(super) disk: Option<ByteSize>,
+    pub(super) duration: Option<HumanDuration>,
+    pub(super) interval: Option<HumanDuration>,
+    pub(super) devices: Vec<String>,
+    pub(super) price: Option<Edg>,
+    pub(super) expiry: Option<HumanDuration>,
+    pub(super) paid: Option<Edg>,
+    pub(super) json: bool,
+    pub(super) wei: bool,
+    pub(super) manifest: Option<String>,
+    pub(super) ipfs_api: Option<String>,
+    pub(super) deposit: Option<Edg>,
+    pub(super) data: Option<PathBuf>,
+    pub(super) detach: bool,
+    pub(super) follow: bool,
+    pub(super) stderr: bool,
+    pub(super) reason: Option<String>,
 }
 
 /// Sizes on the command line: the board's strict units, or docker's `64M`
@@ -127,6 +166,14 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
             Long("price") => a.price = Some(parse_value("--price", parser.value()?)?),
             Long("expiry") => a.expiry = Some(parse_value("--expiry", parser.value()?)?),
             Long("paid") => a.paid = Some(parse_value("--paid", parser.value()?)?),
+            Long("manifest") => a.manifest = Some(parser.value()?.string()?),
+            Long("ipfs-api") => a.ipfs_api = Some(parser.value()?.string()?),
+            Long("deposit") => a.deposit = Some(parse_value("--deposit", parser.value()?)?),
+            Long("data") => a.data = Some(parser.value()?.into()),
+            Long("detach") => a.detach = true,
+            Long("follow") => a.follow = true,
+            Long("stderr") => a.stderr = true,
+            Long("reason") => a.reason = Some(parser.value()?.string()?),
             Long("json") => a.json = true,
             Long("wei") => a.wei = true,
             Short('h') | Long("help") => {
@@ -150,6 +197,12 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     let Some(mut a) = parse(parser)? else {
         return Ok(());
     };
+    match sub.as_str() {
+        "create" | "pay" | "ls" | "logs" => return super::buyer::run(&sub, a),
+        "terminate" if a.paid.is_none() => return super::buyer::run(&sub, a),
+        "invoice" if a.key.is_some() => return super::buyer::run(&sub, a),
+        _ => {}
+    }
     let needs_lease = sub != "propose";
     let lease = a.lease.take();
     if needs_lease && lease.is_none() {
@@ -198,7 +251,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     }
 }
 
-fn key(a: &Args) -> Result<Signer, Error> {
+pub(super) fn key(a: &Args) -> Result<Signer, Error> {
     let path = a
         .key
         .as_ref()
@@ -220,7 +273,7 @@ fn sender<'a>(chain: &'a Chain, signer: &'a Signer) -> Result<TxSender<'a>, Erro
     ))
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -243,67 +296,20 @@ fn propose(chain: &Chain, a: &Args) -> Result<(), Error> {
     let caps: Capabilities = listing
         .capabilities
         .map_err(|e| Error::Runtime(format!("gateway {gateway}: {e}")))?;
-    let cpus = a.cpus.unwrap_or(0.5);
-    // NaN and non-positive values fail the first test.
-    if !cpus.is_finite() || cpus <= 0.0 || cpus * 1000.0 > f64::from(caps.cpu_millicores) {
-        return Err(Error::Usage(format!(
-            "--cpus {cpus}: the gateway sells up to {}",
-            caps.cpu_millicores as f64 / 1000.0
-        )));
-    }
-    let millicores = (cpus * 1000.0).round() as u32;
-    let memory = a.memory.unwrap_or(ByteSize(64 << 20));
-    let disk = a.disk.unwrap_or(ByteSize(256 << 20));
-    let mut devices = Vec::new();
-    for d in &a.devices {
-        let parts: Vec<&str> = d.split(':').collect();
-        let (name, cmd, mode) = match parts.as_slice() {
-            [n, c] => (*n, *c, "r"),
-            [n, c, m @ ("r" | "w" | "rw")] => (*n, *c, *m),
-            _ => {
-                return Err(Error::Usage(format!(
-                    "--device {d}: expected NAME:CMD[:r|w|rw]"
-                )));
-            }
-        };
-        if !caps.sells(name, Some(cmd)) {
-            return Err(Error::Usage(format!(
-                "--device {d}: the gateway does not sell it"
-            )));
-        }
-        devices.push(format!("{name}:{cmd}:{mode}"));
-    }
-    let price = match a.price {
-        Some(p) => p.wei(),
-        None => caps.lease_price(millicores, memory.bytes(), devices.len()),
-    };
-    let duration = a
-        .duration
-        .unwrap_or(HumanDuration(std::time::Duration::from_secs(3600)));
-    let interval = a
-        .interval
-        .map_or(caps.payment_interval_s, |i| i.get().as_secs());
-    let expiry = now() + a.expiry.map_or(600, |e| e.get().as_secs());
+    let req = request(a, gateway)?;
     let mut nonce = [0u8; 8];
     getrandom::getrandom(&mut nonce).map_err(runtime)?;
-    let u32_of = |v: u64, what: &str| {
-        u32::try_from(v).map_err(|_| Error::Usage(format!("{what} is too long")))
-    };
-    let offer = eip712::Offer {
-        buyer: buyer.address(),
-        gateway,
-        cpuMillicores: millicores,
-        memoryBytes: memory.bytes(),
-        diskBytes: disk.bytes(),
-        devices,
-        pricePerSecond: Uint::try_from(price)
-            .map_err(|_| Error::Usage("--price is too large".into()))?,
-        maxDuration: u32_of(duration.get().as_secs(), "--duration")?,
-        paymentInterval: u32_of(interval, "--interval")?,
-        image,
-        expiry: Uint::from(expiry),
-        nonce: u64::from_be_bytes(nonce),
-    };
+    let offer = offer::build(
+        &req,
+        &caps,
+        buyer.address(),
+        &image,
+        now(),
+        u64::from_be_bytes(nonce),
+    )
+    .map_err(|e| Error::Usage(e.to_string()))?;
+    let price = offer.pricePerSecond.to::<u128>();
+    let expiry = offer.expiry.to::<u64>();
     let lease = market::propose(&sender(chain, &buyer)?, &chain.d, &offer).map_err(runtime)?;
     let offer_json = serde_json::json!({
         "buyer": offer.buyer, "gateway": offer.gateway, "cpuMillicores": offer.cpuMillicores,
@@ -321,6 +327,30 @@ fn propose(chain: &Chain, a: &Args) -> Result<(), Error> {
         "lease {lease}\nprice {} per second\noffer {offer_json}\n",
         Edg(price)
     )
+}
+
+/// The buyer's request from the offer options.
+pub(super) fn request(a: &Args, gateway: Address) -> Result<offer::Request, Error> {
+    let mut req = offer::Request::new(gateway);
+    if let Some(c) = a.cpus {
+        req.cpus = c;
+    }
+    if let Some(m) = a.memory {
+        req.memory = m.bytes();
+    }
+    if let Some(d) = a.disk {
+        req.disk = d.bytes();
+    }
+    if let Some(d) = a.duration {
+        req.duration = d.get().as_secs();
+    }
+    req.interval = a.interval.map(|i| i.get().as_secs());
+    req.devices = a.devices.clone();
+    req.price = a.price.map(|p| p.wei());
+    if let Some(e) = a.expiry {
+        req.expiry = e.get().as_secs();
+    }
+    Ok(req)
 }
 
 const STATES: [&str; 7] = [
@@ -355,7 +385,7 @@ fn show(chain: &Chain, lease: B256, json: bool) -> Result<(), Error> {
     )
 }
 
-fn invoice(chain: &Chain, lease: B256, json: bool, wei: bool) -> Result<(), Error> {
+pub(super) fn invoice(chain: &Chain, lease: B256, json: bool, wei: bool) -> Result<(), Error> {
     let Some(inv) = market::invoice(&chain.rpc, &chain.d, lease).map_err(runtime)? else {
         return Err(Error::Runtime(format!(
             "lease {lease} has no invoice yet (not settled, or unknown)"

@@ -4,6 +4,7 @@
 
 mod agent;
 mod board;
+mod buyer;
 mod chain_args;
 mod edgex;
 mod gateway;

@@ -3,13 +3,15 @@
 //! (`POST /api/v0/dag/import`), or leaves the CAR for a pinning service.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 use cid::Cid;
 
 use super::Error;
+use super::car;
+use super::unixfs::{Options, add_path};
 
 /// Refuses anything that is not an OCI image layout (directory or tar) or
 /// a `docker save` archive, before a byte is uploaded.
@@ -158,4 +160,36 @@ fn rand_u64() -> u64 {
         b = t.to_le_bytes();
     }
     u64::from_le_bytes(b)
+}
+
+/// The root is known only at the end and leads the file: sections go to a
+/// scratch file first, then behind the header; the CAR appears by rename.
+pub fn write_car(path: &Path, out: &Path, opts: Options) -> Result<Cid, Error> {
+    let io = |p: &Path| {
+        let p = p.display().to_string();
+        move |e| Error::Path(p.clone(), e)
+    };
+    let sections = out.with_extension("car.sections");
+    let partial = out.with_extension("car.partial");
+    let result = (|| {
+        let mut w = BufWriter::new(fs::File::create(&sections).map_err(io(&sections))?);
+        let added = add_path(path, opts, &mut |cid, block| {
+            car::write_section(&mut w, cid, block).map_err(Error::Io)
+        })?;
+        w.flush().map_err(io(&sections))?;
+        drop(w);
+        let mut f = BufWriter::new(fs::File::create(&partial).map_err(io(&partial))?);
+        car::write_header(&mut f, &added.cid).map_err(io(&partial))?;
+        let mut src = fs::File::open(&sections).map_err(io(&sections))?;
+        std::io::copy(&mut src, &mut f).map_err(io(&partial))?;
+        let f = f.into_inner().map_err(|e| io(&partial)(e.into_error()))?;
+        f.sync_all().map_err(io(&partial))?;
+        fs::rename(&partial, out).map_err(io(out))?;
+        Ok(added.cid)
+    })();
+    let _ = fs::remove_file(&sections);
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result
 }

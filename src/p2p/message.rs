@@ -124,6 +124,28 @@ pub enum Body {
     Terminate { lease: [u8; 32], reason: String },
     /// Either way: the last message could not be handled.
     Error { message: String },
+    /// Buyer → seller asks (amounts zero, `edgex` empty); seller → buyer
+    /// answers with the lease's account: paid so far, owed for the time
+    /// run (big-endian uint256 EDG base units), seconds run, EdgeX use.
+    Account {
+        lease: [u8; 32],
+        paid: [u8; 32],
+        owed: [u8; 32],
+        ran: u64,
+        edgex: Vec<DeviceUse>,
+    },
+}
+
+/// One device's use by a lease, as the bridge metered it (`*` collects
+/// calls naming no sold device).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceUse {
+    pub device: String,
+    pub reads: u64,
+    pub writes: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub refused: u64,
 }
 
 impl Body {

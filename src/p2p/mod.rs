@@ -22,7 +22,7 @@ pub mod message;
 pub mod session;
 
 pub use handshake::{ReplayGuard, accept, connect};
-pub use message::{Body, OfferTerms};
+pub use message::{Body, DeviceUse, OfferTerms};
 pub use session::Session;
 
 /// Protocol version carried in the handshake.

@@ -88,6 +88,17 @@ fn every_body() -> Vec<Body> {
         Body::Error {
             message: "x".into(),
         },
+        Body::Account {
+            lease,
+            paid: [1; 32],
+            owed: [2; 32],
+            ran: 7,
+            edgex: vec![crate::p2p::DeviceUse {
+                device: "Random-Integer-Device".into(),
+                reads: 3,
+                ..Default::default()
+            }],
+        },
     ]
 }
 
