@@ -1078,5 +1078,31 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     );
     let (_, out, _) = run(&["lease", "ls", "--json"]);
     assert!(out.contains("\"settled\""), "{out}");
+
+    // A second lease, of the image already on IPFS, reuses the idle
+    // channel; --detach returns once the container runs.
+    let image = created["image"].as_str().unwrap();
+    let (code, out, err) = run(&[
+        "lease",
+        "create",
+        "--gateway",
+        &gw,
+        "--image",
+        image,
+        "--manifest",
+        &manifest,
+        "--duration",
+        "1m",
+        "--detach",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let second: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(second["channel"], created["channel"], "{err}");
+    assert!(err.contains("reusing channel"), "{err}");
+    let second = second["lease"].as_str().unwrap();
+    let (code, out, err) = run(&["lease", "terminate", second]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("settled"), "{out}\n{err}");
     drop(agent);
 }

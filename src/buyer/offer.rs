@@ -135,3 +135,51 @@ pub fn build(
         nonce,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::BoardFile;
+
+    fn caps() -> Capabilities {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml");
+        Capabilities::from_board(&BoardFile::load(&path).unwrap().board)
+    }
+
+    #[test]
+    fn an_offer_is_priced_by_the_gateway_and_checked_against_what_it_sells() {
+        let caps = caps();
+        let mut req = Request::new(Address::repeat_byte(2));
+        req.devices = vec!["Random-Integer-Device:Int8".into()];
+        let o = build(&req, &caps, Address::repeat_byte(1), "QmX", 100, 7).unwrap();
+        assert_eq!(o.cpuMillicores, 500);
+        assert_eq!(o.devices, vec!["Random-Integer-Device:Int8:r"]);
+        assert_eq!(
+            o.pricePerSecond.to::<u128>(),
+            caps.lease_price(500, 64 << 20, 1)
+        );
+        assert_eq!(u64::from(o.paymentInterval), caps.payment_interval_s);
+        assert_eq!(o.expiry.to::<u64>(), 700);
+
+        let refused = |edit: &dyn Fn(&mut Request), why: &str| {
+            let mut r = req.clone();
+            edit(&mut r);
+            let e = build(&r, &caps, Address::ZERO, "QmX", 0, 0).unwrap_err();
+            assert!(e.to_string().contains(why), "{e} lacks {why}");
+        };
+        refused(&|r| r.cpus = f64::NAN, "--cpus");
+        refused(&|r| r.cpus = 0.0, "--cpus");
+        refused(&|r| r.cpus = 64.0, "sells up to");
+        refused(&|r| r.memory = u64::MAX, "--memory");
+        refused(&|r| r.disk = u64::MAX, "--disk");
+        refused(&|r| r.duration = 0, "shortest lease");
+        refused(&|r| r.duration = u64::MAX, "too long");
+        refused(&|r| r.devices = vec!["Nope:Int8".into()], "does not sell");
+        refused(
+            &|r| r.devices = vec!["Random-Integer-Device".into()],
+            "NAME:CMD",
+        );
+        refused(&|r| r.devices = vec!["A:B:x".into()], "NAME:CMD");
+        refused(&|r| r.price = Some(u128::MAX), "too large");
+    }
+}

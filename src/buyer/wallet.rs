@@ -34,7 +34,7 @@ fn channel_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// The lock on channel `id`, or `Busy` if another process holds it.
-fn lock(data: &Path, id: B256) -> Result<Flock<File>> {
+pub(super) fn lock(data: &Path, id: B256) -> Result<Flock<File>> {
     let path = dir(data).join(format!("{id}.lock"));
     let file = File::options()
         .create(true)
@@ -155,4 +155,26 @@ pub fn known(data: &Path) -> Vec<B256> {
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_process_at_a_time_holds_a_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("channels")).unwrap();
+        let id = B256::repeat_byte(7);
+        let held = lock(dir.path(), id).unwrap();
+        // flock conflicts between open file descriptions, even in one process.
+        let e = lock(dir.path(), id).err().unwrap();
+        assert!(matches!(e, Error::Busy(_)), "{e}");
+        assert!(e.to_string().contains("in use"), "{e}");
+        drop(held);
+        lock(dir.path(), id).unwrap();
+        // Another channel is its own.
+        let _a = lock(dir.path(), id).unwrap();
+        lock(dir.path(), B256::repeat_byte(8)).unwrap();
+    }
 }

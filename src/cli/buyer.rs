@@ -139,6 +139,10 @@ fn create_cmd(b: &Buyer, a: &Args) -> Result<(), Error> {
             path: image.into(),
             api,
         }
+    } else if image.contains('/') {
+        return Err(Error::Usage(format!(
+            "--image {image}: no such file or directory (an OCI layout, layout tar or docker-save tar)"
+        )));
     } else {
         let manifest = a.manifest.clone().ok_or_else(|| {
             Error::Usage(format!(
