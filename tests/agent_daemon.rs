@@ -330,6 +330,7 @@ fn deploy(s: &mut Session<TcpStream>, lease: B256, cid: &str, manifest: &str) {
     let (state, detail) = state_of(ask(
         s,
         Body::Deploy {
+            backends: vec![],
             lease: lease.0,
             image_cid: cid.into(),
             manifest_digest: manifest.into(),
@@ -893,9 +894,26 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     let repo = dir.join("kubo");
     kubo::add(&repo, &[&dir.join("seed")]);
     let ipfs = gateway::Gateway::start(&repo);
+    // The buyer's backend: a web server on the host's loopback.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in backend.incoming() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut c,
+                b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nbackend says hi\n",
+            );
+        }
+    });
     let (layout, manifest) = oci::script_image(
         dir,
-        &format!("while true; do {READ_INT8}; echo; sleep 1; done"),
+        &format!(
+            "echo \"backends: $DEDGE_BACKENDS\"; wget -q -O - http://127.0.0.1:{backend_port}/; \
+             while true; do {READ_INT8}; echo; sleep 1; done"
+        ),
     );
     let sim = Simulator::start(&[]);
     let port = TcpListener::bind("127.0.0.1:0")
@@ -981,6 +999,8 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
         &ipfs.url,
         "--device",
         "Random-Integer-Device:Int8",
+        "--backend",
+        &format!("127.0.0.1:{backend_port}"),
         "--duration",
         "10m",
         "--json",
@@ -1008,12 +1028,18 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     let channel: B256 = created["channel"].as_str().unwrap().parse().unwrap();
     wait_agent_state(b, &lease, "running");
 
-    // The container reads its leased sensor; the buyer sees it.
+    // The container reaches its backend through the agent and reads its
+    // leased sensor; the buyer sees both.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (code, out, err) = run(&["lease", "logs", &lease]);
         assert_eq!(code, 0, "{err}");
         if out.contains("\"resourceName\":\"Int8\"") {
+            assert!(
+                out.contains(&format!("backends: 127.0.0.1:{backend_port}")),
+                "{out}"
+            );
+            assert!(out.contains("backend says hi"), "{out}");
             break;
         }
         assert!(Instant::now() < deadline, "no reading in the logs: {out}");
@@ -1082,26 +1108,49 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     // A second lease, of the image already on IPFS, reuses the idle
     // channel; --detach returns once the container runs.
     let image = created["image"].as_str().unwrap();
-    let (code, out, err) = run(&[
-        "lease",
-        "create",
-        "--gateway",
-        &gw,
-        "--image",
-        image,
-        "--manifest",
-        &manifest,
-        "--duration",
-        "1m",
-        "--detach",
-        "--json",
-    ]);
+    let again = |extra: &[&str]| {
+        let mut args = vec![
+            "lease",
+            "create",
+            "--gateway",
+            &gw,
+            "--image",
+            image,
+            "--manifest",
+            &manifest,
+            "--duration",
+            "1m",
+            "--detach",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, out, err) = again(&["--json"]);
     assert_eq!(code, 0, "{err}");
     let second: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(second["channel"], created["channel"], "{err}");
     assert!(err.contains("reusing channel"), "{err}");
     let second = second["lease"].as_str().unwrap();
     let (code, out, err) = run(&["lease", "terminate", second]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("settled"), "{out}\n{err}");
+
+    // A backend the gateway cannot wire: refused with the reason, before
+    // anything runs; the buyer's terminate still settles the funded lease.
+    let (code, _, err) = again(&["--backend", "127.0.0.1:59882"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("port 59882 is not available in a container"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["lease", "ls", "--json"]);
+    let records: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let failed = records.iter().find(|r| r["state"] == "failed").unwrap();
+    assert!(
+        failed["reason"].as_str().unwrap().contains("59882"),
+        "{out}"
+    );
+    let (code, out, err) = run(&["lease", "terminate", failed["lease"].as_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     assert!(out.ends_with("settled"), "{out}\n{err}");
     drop(agent);

@@ -105,6 +105,8 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
         platform: Platform::of(Arch::of_this_build().unwrap()),
         incoming: env.dir.path().join("incoming"),
         edgex: Some(&wiring),
+        backends: dedge::board::BackendPolicy::Any,
+        wiring: &env.store.tree("backends").unwrap(),
     };
     let buyer = Address::from(BUYER);
 
@@ -113,19 +115,19 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
     ready(&book, id, terms(&cid));
     let other = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
     let why = deployer
-        .deploy(buyer, id, other, &manifest, 2)
+        .deploy(buyer, id, other, &manifest, &[], 2)
         .err()
         .unwrap();
     assert!(why.contains("is not the one the offer names"), "{why}");
     let why = deployer
-        .deploy(Address::from([9; 20]), id, &cid, &manifest, 2)
+        .deploy(Address::from([9; 20]), id, &cid, &manifest, &[], 2)
         .err()
         .unwrap();
     assert!(why.contains("is not yours"), "{why}");
     assert_eq!(book.get(&id).unwrap().unwrap().state, State::ChannelProven);
 
     // The lease runs; the container reads its sensor through the bridge.
-    let d = deployer.deploy(buyer, id, &cid, &manifest, 3).unwrap();
+    let d = deployer.deploy(buyer, id, &cid, &manifest, &[], 3).unwrap();
     assert_eq!(d.container, container_id(&id));
     assert_eq!(book.get(&id).unwrap().unwrap().state, State::Running);
     assert_eq!(book.get(&id).unwrap().unwrap().running_since, Some(3));
@@ -143,7 +145,7 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
     assert_eq!(usage["Random-Integer-Device"].reads, 1, "{usage:?}");
     // Deployed already: not again.
     let why = deployer
-        .deploy(buyer, id, &cid, &manifest, 4)
+        .deploy(buyer, id, &cid, &manifest, &[], 4)
         .err()
         .unwrap();
     assert!(why.contains("is running"), "{why}");
@@ -152,7 +154,10 @@ fn a_lease_runs_its_image_by_cid_and_reads_its_sensor() {
     let id2 = [6u8; 32];
     ready(&book, id2, terms(&cid));
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let why = deployer.deploy(buyer, id2, &cid, &wrong, 5).err().unwrap();
+    let why = deployer
+        .deploy(buyer, id2, &cid, &wrong, &[], 5)
+        .err()
+        .unwrap();
     assert!(why.contains("the buyer named sha256:000"), "{why}");
     let l = book.get(&id2).unwrap().unwrap();
     assert_eq!(l.state, State::Terminating);

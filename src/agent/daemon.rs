@@ -14,6 +14,7 @@ use alloy_primitives::{Address, U256};
 
 use super::admission::Policy;
 use super::advert::Advertiser;
+use super::backends;
 use super::deploy::{Deployed, Deployer, EdgexWiring, container_id, teardown};
 use super::enforce::{STOP_GRACE, enforce};
 use super::lease::{LeaseBook, State};
@@ -22,6 +23,7 @@ use super::payment::owed;
 use super::payments::PaymentDesk;
 use super::settle::Settler;
 use super::{Error, Result, endpoint};
+use crate::board::BackendPolicy;
 use crate::board::Board;
 use crate::chain::tx::{TxPolicy, TxSender};
 use crate::chain::{Deployment, Rpc, Signer};
@@ -35,7 +37,7 @@ use crate::market::Capabilities;
 use crate::p2p::Body;
 use crate::runtime::container::{Config, RecordStore, Runtime};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
-use crate::store::Store;
+use crate::store::{Store, Tree};
 use crate::tcp_server::TcpServer;
 
 /// Largest log chunk one `Logs` answer carries.
@@ -67,6 +69,9 @@ pub struct Agent {
     /// What the board sells (devices from the EdgeX catalogue, if any).
     caps: Capabilities,
     advertiser: Mutex<Advertiser>,
+    /// The board's backend policy, and each running lease's backends.
+    backends: BackendPolicy,
+    backend_names: Tree,
 }
 
 fn setup(what: &str) -> impl Fn(String) -> Error + '_ {
@@ -137,6 +142,9 @@ impl Agent {
             }
             None => (Arc::new(RwLock::new(Catalogue::default())), None, None),
         };
+        let backend_names = store
+            .tree("backends")
+            .map_err(|e| setup("backends")(e.to_string()))?;
         let agent = Agent {
             policy: Policy::from_board(board, signer.address()),
             platform: Platform::of(board.board.arch),
@@ -158,6 +166,8 @@ impl Agent {
             running: Mutex::new(HashMap::new()),
             chain: Mutex::new(()),
             caps: Capabilities::from_board(board),
+            backends: board.agent.backends,
+            backend_names,
             advertiser: Mutex::new(Advertiser::new(board.agent.public.to_string())),
         };
         agent.reattach();
@@ -193,6 +203,7 @@ impl Agent {
                     .ok(),
                 _ => None,
             };
+            let forwards = reopen_backends(&self.backend_names, &l, self.backends, record.init.pid);
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -201,6 +212,7 @@ impl Agent {
                     Deployed {
                         container: name,
                         bridge,
+                        forwards,
                     },
                 );
         }
@@ -280,6 +292,7 @@ impl Agent {
                 lease,
                 image_cid,
                 manifest_digest,
+                backends,
             } => {
                 let deployer = Deployer {
                     book: &self.book,
@@ -289,8 +302,10 @@ impl Agent {
                     platform: self.platform.clone(),
                     incoming: self.data.join("incoming"),
                     edgex: self.edgex.as_ref(),
+                    backends: self.backends,
+                    wiring: &self.backend_names,
                 };
-                match deployer.deploy(peer, lease, &image_cid, &manifest_digest, now) {
+                match deployer.deploy(peer, lease, &image_cid, &manifest_digest, &backends, now) {
                     Ok(d) => {
                         self.running
                             .lock()
@@ -575,6 +590,24 @@ impl Agent {
             self.tick();
             self.write_status();
             std::thread::sleep(every);
+        }
+    }
+}
+
+/// A re-attached lease's backend ports, opened again (checked again: the
+/// board may have changed; a refused or failed one is logged and left out).
+fn reopen_backends(
+    names: &Tree,
+    l: &super::lease::Lease,
+    policy: BackendPolicy,
+    pid: i32,
+) -> Vec<crate::runtime::net::Forward> {
+    let requested: Vec<String> = names.get(l.id).ok().flatten().unwrap_or_default();
+    match backends::check(&requested, policy).and_then(|b| backends::open(pid, &b)) {
+        Ok(f) => f,
+        Err(e) => {
+            log::error!("lease {}: {e}", l.id_hex());
+            Vec::new()
         }
     }
 }

@@ -15,7 +15,9 @@ use std::sync::{Arc, RwLock};
 
 use alloy_primitives::{Address, B256};
 
+use super::backends::{self, Backend};
 use super::lease::{Lease, LeaseBook, State};
+use crate::board::BackendPolicy;
 use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving, grants_from_offer};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::client::Client;
@@ -24,8 +26,10 @@ use crate::ipfs::fetch::Fetcher;
 use crate::runtime::cgroup::Limits;
 use crate::runtime::container::{Rootfs, Runtime, Stdio};
 use crate::runtime::image::{ImageStore, Platform};
+use crate::runtime::net::Forward;
 use crate::runtime::spec::{Overrides, Spec};
 use crate::runtime::unpack::Options;
+use crate::store::Tree;
 
 /// Processes and threads a lease may run.
 pub const PIDS: u64 = 256;
@@ -64,12 +68,17 @@ pub struct Deployer<'a> {
     /// Where fetched DAGs land before import (the data dir's `incoming/`).
     pub incoming: PathBuf,
     pub edgex: Option<&'a EdgexWiring>,
+    pub backends: BackendPolicy,
+    /// Each lease's requested backends, for re-attaching after a restart.
+    pub wiring: &'a Tree,
 }
 
-/// A running lease's container, and its bridge (kept open while it runs).
+/// A running lease's container, its bridge and backend ports (kept open
+/// while it runs).
 pub struct Deployed {
     pub container: String,
     pub bridge: Option<Serving>,
+    pub forwards: Vec<Forward>,
 }
 
 /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a lease's
@@ -104,6 +113,7 @@ impl Deployer<'_> {
         lease: [u8; 32],
         image_cid: &str,
         manifest_digest: &str,
+        backends: &[String],
         now: u64,
     ) -> Result<Deployed, String> {
         let l = self
@@ -127,10 +137,15 @@ impl Deployer<'_> {
                 l.terms.image
             ));
         }
+        // Refused backends leave the lease as it was: the buyer may deploy
+        // again without them.
+        let backends = backends::check(backends, self.backends)?;
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        self.wiring.put(lease, &names).map_err(|e| e.to_string())?;
         self.book
             .transition(&lease, State::Deploying, now, None, |_| {})
             .map_err(|e| e.to_string())?;
-        match self.run(&l, manifest_digest) {
+        match self.run(&l, manifest_digest, &backends) {
             Ok(d) => {
                 self.book
                     .transition(&lease, State::Running, now, None, |_| {})
@@ -154,7 +169,12 @@ impl Deployer<'_> {
         }
     }
 
-    fn run(&self, l: &Lease, manifest_digest: &str) -> Result<Deployed, String> {
+    fn run(
+        &self,
+        l: &Lease,
+        manifest_digest: &str,
+        backends: &[Backend],
+    ) -> Result<Deployed, String> {
         let cid: cid::Cid = l
             .terms
             .image
@@ -192,6 +212,7 @@ impl Deployer<'_> {
         let env = wiring
             .map(|_| format!("{}={}", bridge::ENV, Bridge::url()))
             .into_iter()
+            .chain(super::backends::env(backends))
             .collect();
         let spec = Spec::new(
             &image.run,
@@ -222,10 +243,12 @@ impl Deployer<'_> {
             Some(w) => Some(w.open_bridge(l, grants, record.init.pid)?),
             None => None,
         };
+        let forwards = super::backends::open(record.init.pid, backends)?;
         self.runtime.start(&name).map_err(|e| e.to_string())?;
         Ok(Deployed {
             container: name,
             bridge,
+            forwards,
         })
     }
 }

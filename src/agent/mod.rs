@@ -14,13 +14,16 @@
 //! - `deploy`: the lease's image by CID, verified, unpacked, run with its
 //!   limits and its EdgeX bridge;
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers;
-//! - `advert`: the gateway's advert on chain, made and renewed.
+//! - `advert`: the gateway's advert on chain, made and renewed;
+//! - `backends`: a buyer's backend endpoints, checked and wired into its
+//!   container.
 //!
 //! `daemon` puts them together: `handle` answers buyers, `tick` enforces
 //! and settles.
 
 pub mod admission;
 pub mod advert;
+pub mod backends;
 pub mod daemon;
 pub mod deploy;
 pub mod endpoint;

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 pub use check::Finding;
 pub use host::HostFacts;
 pub use schema::{
-    Agent, Board, Chain, Contracts, Device, Edgex, Hardware, Identity, Ipfs, Log, Pricing,
-    Resources,
+    Agent, BackendPolicy, Board, Chain, Contracts, Device, Edgex, Hardware, Identity, Ipfs, Log,
+    Pricing, Resources,
 };
 
 /// Board files are small; a larger one is a wrong path, not a board.

@@ -67,6 +67,24 @@ pub struct Agent {
     pub listen: SocketAddr,
     /// `host:port` buyers dial; advertised on chain.
     pub public: PublicEndpoint,
+    /// Which of a buyer's backend endpoints a container may be wired to.
+    #[serde(default)]
+    pub backends: BackendPolicy,
+}
+
+/// `[agent] backends`: where leased containers may reach out to, through
+/// the agent (they have no network of their own).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendPolicy {
+    /// No backends.
+    None,
+    /// Globally routable addresses only: never the gateway itself, its LAN
+    /// or link-local neighbours (the operator's plant network).
+    #[default]
+    Public,
+    /// Any address, loopback and private ones included (development).
+    Any,
 }
 
 /// `[chain]`: the Ethereum network and the dEdge contracts on it.

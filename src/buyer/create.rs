@@ -73,7 +73,7 @@ pub fn create(
         pay::now(),
         u64::from_be_bytes(nonce),
     )?;
-    let lease = propose(buyer, &offer, &endpoint, &manifest, tell)?;
+    let lease = propose(buyer, &offer, &endpoint, &manifest, &req.backends, tell)?;
     let result = bring_up(buyer, &offer, lease, &endpoint, &manifest, deposit, tell);
     if let Err(e) = &result {
         let _ = record::set_state(&buyer.data, lease, "failed", Some(e.to_string()));
@@ -111,7 +111,7 @@ fn bring_up(
         "paid {} ahead (one payment interval)",
         crate::units::Edg(ahead)
     )));
-    deploy(&mut link, lease, &r.image, manifest)?;
+    deploy(&mut link, &r, manifest)?;
     r.state = "running".into();
     record::save(&buyer.data, &r)?;
     tell(Step::Done("the container is running"));
@@ -212,6 +212,7 @@ fn propose(
     offer: &eip712::Offer,
     endpoint: &str,
     manifest: &str,
+    backends: &[String],
     tell: &mut dyn FnMut(Step),
 ) -> Result<B256> {
     let lease = market::propose(&buyer.tx()?, &buyer.d, offer).map_err(chain)?;
@@ -228,6 +229,7 @@ fn propose(
             payment_interval: u64::from(offer.paymentInterval),
             max_duration: u64::from(offer.maxDuration),
             devices: offer.devices.clone(),
+            backends: backends.to_vec(),
             created: pay::now(),
             state: "proposed".into(),
             reason: None,
@@ -334,11 +336,12 @@ fn prove_channel(link: &mut Link, lease: B256, channel: B256) -> Result<()> {
     }
 }
 
-fn deploy(link: &mut Link, lease: B256, cid: &str, manifest: &str) -> Result<()> {
+fn deploy(link: &mut Link, r: &LeaseRecord, manifest: &str) -> Result<()> {
     match link.ask(Body::Deploy {
-        lease: lease.0,
-        image_cid: cid.into(),
+        lease: r.lease.0,
+        image_cid: r.image.clone(),
         manifest_digest: manifest.into(),
+        backends: r.backends.clone(),
     })? {
         Body::Status { state, .. } if state == "running" => Ok(()),
         Body::Status { state, detail, .. } => Err(Error::Refused(format!(

@@ -25,6 +25,9 @@ pub struct Request {
     pub price: Option<u128>,
     /// Seconds the offer stays open.
     pub expiry: u64,
+    /// `HOST:PORT` endpoints the container reaches on its loopback, through
+    /// the agent (sent with the deploy; not part of the signed offer).
+    pub backends: Vec<String>,
 }
 
 impl Request {
@@ -39,6 +42,7 @@ impl Request {
             devices: Vec::new(),
             price: None,
             expiry: 600,
+            backends: Vec::new(),
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct LeaseRecord {
     pub payment_interval: u64,
     pub max_duration: u64,
     pub devices: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<String>,
     pub created: u64,
     /// The last step the buyer saw: proposed, accepted, funded, channel
     /// proven, running, terminated, settled (or failed).
@@ -137,6 +139,7 @@ mod tests {
             payment_interval: 5,
             max_duration: 60,
             devices: vec![],
+            backends: vec![],
             created,
             state: "proposed".into(),
             reason: None,

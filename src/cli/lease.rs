@@ -68,6 +68,10 @@ Offer options (propose):
                       what is asked)
   --expiry D          how long the offer stays open (default 10m)
   --manifest DIGEST   the image's OCI manifest digest (with --image CID)
+  --backend HOST:PORT an endpoint the container reaches at 127.0.0.1:PORT,
+                      relayed by the agent (repeatable, up to 4; the
+                      gateway's board decides which addresses it allows);
+                      listed in the container's DEDGE_BACKENDS
   --ipfs-api URL      a Kubo-compatible RPC to publish --image PATH to
   --deposit EDG       a new channel's deposit
   --detach            create returns once the container runs
@@ -108,6 +112,7 @@ pub(super) struct Args {
     pub(super) follow: bool,
     pub(super) stderr: bool,
     pub(super) reason: Option<String>,
+    pub(super) backends: Vec<String>,
 }
 
 /// Sizes on the command line: the board's strict units, or docker's `64M`
@@ -174,6 +179,7 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
             Long("follow") => a.follow = true,
             Long("stderr") => a.stderr = true,
             Long("reason") => a.reason = Some(parser.value()?.string()?),
+            Long("backend") => a.backends.push(parser.value()?.string()?),
             Long("json") => a.json = true,
             Long("wei") => a.wei = true,
             Short('h') | Long("help") => {
@@ -350,6 +356,7 @@ pub(super) fn request(a: &Args, gateway: Address) -> Result<offer::Request, Erro
     if let Some(e) = a.expiry {
         req.expiry = e.get().as_secs();
     }
+    req.backends = a.backends.clone();
     Ok(req)
 }
 

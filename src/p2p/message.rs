@@ -90,11 +90,13 @@ pub enum Body {
     OfferRefused { lease: [u8; 32], reason: String },
     /// Buyer → seller: the payment channel that pays for the lease.
     ChannelProof { lease: [u8; 32], channel: [u8; 32] },
-    /// Buyer → seller: run this image (CID and OCI manifest digest).
+    /// Buyer → seller: run this image (CID and OCI manifest digest), wired
+    /// to these backend endpoints (`HOST:PORT`).
     Deploy {
         lease: [u8; 32],
         image_cid: String,
         manifest_digest: String,
+        backends: Vec<String>,
     },
     /// Buyer → seller: a balance proof (cumulative amount, big-endian
     /// uint256, EIP-712 signature).

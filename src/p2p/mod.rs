@@ -26,7 +26,7 @@ pub use message::{Body, DeviceUse, OfferTerms};
 pub use session::Session;
 
 /// Protocol version carried in the handshake.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 
 /// Largest frame either side accepts (logs are sent in chunks below it).
 pub const MAX_FRAME: usize = 1 << 20;

@@ -59,6 +59,7 @@ fn every_body() -> Vec<Body> {
             lease,
             image_cid: "QmX".into(),
             manifest_digest: "sha256:ab".into(),
+            backends: vec!["example.com:443".into()],
         },
         Body::Payment {
             lease,
