@@ -71,21 +71,47 @@ fn rss(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// RSS (KiB) of every `dedge` process but `except`: the containers' shims.
-fn shims_rss(except: u32) -> (usize, u64) {
+/// Proportional and private (unique) set sizes of `pid`, KiB: a shim is a
+/// fork of the agent, so most of its RSS is pages it shares with it.
+fn pss_uss(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
+            .sum()
+    };
+    (
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    )
+}
+
+/// Count, RSS, PSS and USS (KiB) of every process running the `dedge`
+/// binary but `except`: the containers' shims.
+fn shims_rss(except: u32) -> (usize, u64, u64, u64) {
     let mut n = 0;
-    let mut total = 0;
+    let (mut total, mut pss, mut uss) = (0, 0, 0);
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if pid != except && comm.trim() == "dedge" {
+        // Shims are forks of the agent (named after the forking thread), so
+        // they are known by their executable.
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        if pid != except && exe == std::path::Path::new(DEDGE) {
             n += 1;
             total += rss(pid).0;
+            let (p, u) = pss_uss(pid);
+            pss += p;
+            uss += u;
         }
     }
-    (n, total)
+    (n, total, pss, uss)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -261,6 +287,8 @@ fn bench() -> Result<(), String> {
             "0.05",
             "--memory",
             "16M",
+            "--disk",
+            "64M",
             "--duration",
             "10m",
             "--detach",
@@ -301,7 +329,8 @@ fn bench() -> Result<(), String> {
         }
     }
     let busy = rss(agent.0.id());
-    let (shims, shims_kib) = shims_rss(agent.0.id());
+    let (shims, shims_kib, shims_pss, shims_uss) = shims_rss(agent.0.id());
+    let (agent_pss, agent_uss) = pss_uss(agent.0.id());
 
     let mut terminates = Vec::new();
     for id in &ids {
@@ -343,13 +372,16 @@ fn bench() -> Result<(), String> {
         ms(median(terminates))
     );
     println!(
-        "agent RSS: idle {} KiB (peak {}), with {leases} running leases {} KiB (peak {}): {:.2} × idle; {shims} shims, {} KiB in all",
+        "agent RSS: idle {} KiB (peak {}), with {leases} running leases {} KiB (peak {}): {:.2} × idle (PSS {agent_pss} KiB, private {agent_uss} KiB)",
         idle.0,
         idle.1,
         busy.0,
         busy.1,
         busy.0 as f64 / idle.0.max(1) as f64,
-        shims_kib
+    );
+    println!(
+        "{shims} shims (forks of the agent): RSS {shims_kib} KiB in all, PSS {shims_pss} KiB, private {shims_uss} KiB ({} KiB each)",
+        shims_uss / (shims.max(1) as u64)
     );
     Ok(())
 }

@@ -257,6 +257,7 @@ impl<'a> TxSender<'a> {
     /// Polls until one of `hashes` has a receipt, or `patience` runs out.
     fn wait_any(&self, hashes: &[B256], patience: Duration) -> Result<Option<Receipt>> {
         let deadline = Instant::now() + patience;
+        let mut pause = Backoff::new(self.policy.poll);
         loop {
             for h in hashes.iter().rev() {
                 let r: Option<Receipt> = self.rpc.call("eth_getTransactionReceipt", json!([h]))?;
@@ -267,7 +268,7 @@ impl<'a> TxSender<'a> {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            std::thread::sleep(self.policy.poll);
+            pause.sleep();
         }
     }
 
@@ -277,6 +278,7 @@ impl<'a> TxSender<'a> {
         let mined_at = receipt.block_number.to::<u64>();
         // A chain that stops making blocks must not hang us forever.
         let deadline = Instant::now() + self.policy.bump_after.saturating_mul(4);
+        let mut pause = Backoff::new(self.policy.poll);
         loop {
             let head: U64 = self.rpc.call("eth_blockNumber", json!([]))?;
             if head.to::<u64>() >= mined_at.saturating_add(self.policy.confirmations) {
@@ -288,7 +290,7 @@ impl<'a> TxSender<'a> {
                     confirmations: self.policy.confirmations,
                 });
             }
-            std::thread::sleep(self.policy.poll);
+            pause.sleep();
         }
         let hash = receipt.transaction_hash;
         let again: Option<Receipt> = self.rpc.call("eth_getTransactionReceipt", json!([hash]))?;
@@ -328,5 +330,27 @@ impl<'a> TxSender<'a> {
             Err(e) => format!("unknown ({e})"),
             Ok(_) => "unknown (the call succeeds when replayed)".into(),
         }
+    }
+}
+
+/// Pauses between polls: 50 ms at first, doubling up to the policy's
+/// interval. A node that mines at once (a dev chain, a rollup sequencer)
+/// answers within the first pauses; a 12 s chain costs a few extra calls.
+struct Backoff {
+    next: Duration,
+    most: Duration,
+}
+
+impl Backoff {
+    fn new(most: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(50).min(most),
+            most,
+        }
+    }
+
+    fn sleep(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(self.most);
     }
 }
