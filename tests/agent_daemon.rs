@@ -782,7 +782,7 @@ impl Bg {
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_dedge"))
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("DEDGE_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())

@@ -101,7 +101,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 say "the seller agent starts on the gateway (dedge agent): it advertises itself, then serves buyers"
-RUST_LOG=info "$dedge" agent --board "$board" 2>"$work/agent.log" &
+DEDGE_LOG=info "$dedge" agent --board "$board" 2>"$work/agent.log" &
 agent_pid=$!
 for _ in $(seq 100); do grep -q "advertised at" "$work/agent.log" && break; sleep 0.2; done
 sed 's/^/    agent: /' "$work/agent.log"

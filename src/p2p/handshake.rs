@@ -82,18 +82,49 @@ fn welcome_digest(hello: &B256, ephemeral: &[u8]) -> B256 {
 
 /// Nonces of recent hellos, forgotten once their timestamp is too old to
 /// pass the freshness check anyway; shared by all of a server's
-/// connections.
+/// connections. Bounded: anyone can sign a hello with a fresh key, so a
+/// flood must not grow the gateway's memory or make each check slower;
+/// when full of live nonces, hellos are refused until some age out.
 #[derive(Default)]
 pub struct ReplayGuard {
-    seen: Mutex<HashMap<[u8; 16], u64>>,
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    nonces: HashMap<[u8; 16], u64>,
+    /// When old nonces were last dropped (Unix s).
+    pruned: u64,
+}
+
+/// Live nonces a guard holds at most (about 2 MiB).
+pub const GUARD_CAP: usize = 1 << 16;
+
+/// Why a hello was not fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unfresh {
+    Replayed,
+    Full,
 }
 
 impl ReplayGuard {
-    /// Records the nonce; false if it was already there.
-    fn first_time(&self, nonce: [u8; 16], timestamp: u64, now: u64) -> bool {
+    /// Records the nonce, or says why not.
+    fn admit(&self, nonce: [u8; 16], timestamp: u64, now: u64) -> std::result::Result<(), Unfresh> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, t| t.saturating_add(2 * CLOCK_SKEW) >= now);
-        seen.insert(nonce, timestamp).is_none()
+        // Pruning walks the map: at most once a second.
+        if seen.pruned != now {
+            seen.nonces
+                .retain(|_, t| t.saturating_add(2 * CLOCK_SKEW) >= now);
+            seen.pruned = now;
+        }
+        if seen.nonces.contains_key(&nonce) {
+            return Err(Unfresh::Replayed);
+        }
+        if seen.nonces.len() >= GUARD_CAP {
+            return Err(Unfresh::Full);
+        }
+        seen.nonces.insert(nonce, timestamp);
+        Ok(())
     }
 }
 
@@ -246,8 +277,16 @@ pub fn accept<S: Read + Write>(
             Address::from(hello.from)
         )));
     }
-    if !guard.first_time(hello.nonce, hello.timestamp, now) {
-        return Err(Error::Refused("replayed hello (nonce seen before)".into()));
+    match guard.admit(hello.nonce, hello.timestamp, now) {
+        Ok(()) => {}
+        Err(Unfresh::Replayed) => {
+            return Err(Error::Refused("replayed hello (nonce seen before)".into()));
+        }
+        Err(Unfresh::Full) => {
+            return Err(Error::Refused(
+                "too many handshakes in the last minutes; try again later".into(),
+            ));
+        }
     }
     let eph = ephemeral()?;
     let ephemeral = public_bytes(&eph);
@@ -365,11 +404,32 @@ mod tests {
     #[test]
     fn the_guard_refuses_a_nonce_twice_and_forgets_old_ones() {
         let g = ReplayGuard::default();
-        assert!(g.first_time([1; 16], 1000, 1000));
-        assert!(!g.first_time([1; 16], 1000, 1001));
-        assert!(g.first_time([2; 16], 1000, 1001));
+        assert_eq!(g.admit([1; 16], 1000, 1000), Ok(()));
+        assert_eq!(g.admit([1; 16], 1000, 1001), Err(Unfresh::Replayed));
+        assert_eq!(g.admit([2; 16], 1000, 1001), Ok(()));
         // Far in the future, the old entries are pruned.
-        assert!(g.first_time([3; 16], 5000, 5000));
-        assert_eq!(g.seen.lock().unwrap().len(), 1);
+        assert_eq!(g.admit([3; 16], 5000, 5000), Ok(()));
+        assert_eq!(g.seen.lock().unwrap().nonces.len(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_hellos_is_bounded_and_refused_until_it_ages_out() {
+        let g = ReplayGuard::default();
+        let nonce = |i: usize| {
+            let mut n = [0u8; 16];
+            n[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            n
+        };
+        for i in 0..GUARD_CAP {
+            assert_eq!(g.admit(nonce(i), 1000, 1000), Ok(()));
+        }
+        assert_eq!(g.admit(nonce(GUARD_CAP), 1000, 1000), Err(Unfresh::Full));
+        // A replay is still named as one.
+        assert_eq!(g.admit(nonce(0), 1000, 1000), Err(Unfresh::Replayed));
+        assert_eq!(g.seen.lock().unwrap().nonces.len(), GUARD_CAP);
+        // Once they are too old to pass the freshness check, room again.
+        let later = 1000 + 2 * CLOCK_SKEW + 1;
+        assert_eq!(g.admit(nonce(GUARD_CAP), later, later), Ok(()));
+        assert_eq!(g.seen.lock().unwrap().nonces.len(), 1);
     }
 }
