@@ -1046,6 +1046,14 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    // A follower of the logs, until the lease ends.
+    let follow = with(&["lease", "logs", &lease, "--follow"]);
+    let mut follower = Bg::spawn(
+        "logs",
+        dir,
+        &follow.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
     // Ctrl-C: the buyer stops paying and the gateway freezes the lease.
     let (status, out) = payer.stop(libc::SIGINT);
     assert!(status.success(), "{status:?} {}", payer.log());
@@ -1070,6 +1078,12 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     assert!(out.ends_with("settled"), "{out}\n{err}");
     let (status, _) = payer.wait();
     assert!(status.success(), "{}", payer.log());
+    let (status, followed) = follower.wait();
+    assert!(status.success(), "{}", follower.log());
+    assert!(
+        followed.matches("\"resourceName\":\"Int8\"").count() >= 3,
+        "{followed}"
+    );
 
     let (code, out, err) = run(&["lease", "invoice", &lease, "--json", "--wei"]);
     assert_eq!(code, 0, "{err}");
