@@ -18,7 +18,7 @@ use crate::units::{ByteSize, Edg, HumanDuration};
 pub const USAGE: &str = "\
 Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key FILE [chain options]
        dedge lease pay LEASE --key FILE [chain options]
-       dedge lease ls [--json]
+       dedge lease ls [--data DIR] [--json]
        dedge lease logs LEASE [--follow] [--stderr] --key FILE [chain options]
        dedge lease terminate LEASE --key FILE [--reason TEXT] [chain options]
        dedge lease invoice LEASE [--key FILE] [chain options] [--json] [--wei]
@@ -56,7 +56,7 @@ Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key 
              valid once accepted and funded
   show       the lease's state on chain
 
-Offer options (propose):
+Offer options (create, propose):
   --cpus N            CPU cores, fractions allowed (default 0.5)
   --memory SIZE       e.g. 64MiB or 64M (M = MiB here; default 64MiB)
   --disk SIZE         default 256MiB
