@@ -54,7 +54,24 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) carry an IPv4
+            // address: judge that one.
+            let embedded = |hi: u16, lo: u16| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (hi >> 8) as u8,
+                    hi as u8,
+                    (lo >> 8) as u8,
+                    lo as u8,
+                ))
+            };
+            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(seg[6], seg[7]));
+            }
+            if seg[0] == 0x2002 {
+                return is_public(embedded(seg[1], seg[2]));
+            }
+            let first = seg[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -68,6 +85,18 @@ pub fn is_public(ip: IpAddr) -> bool {
 /// The backends `requested` names, resolved and checked against `policy`;
 /// the first problem as a message for the buyer.
 pub fn check(requested: &[String], policy: BackendPolicy) -> Result<Vec<Backend>, String> {
+    if requested.is_empty() {
+        return Ok(Vec::new());
+    }
+    check_against(requested, policy, &own_addresses())
+}
+
+/// [`check`], with this machine's addresses given.
+fn check_against(
+    requested: &[String],
+    policy: BackendPolicy,
+    own: &[IpAddr],
+) -> Result<Vec<Backend>, String> {
     if requested.is_empty() {
         return Ok(Vec::new());
     }
@@ -105,12 +134,34 @@ pub fn check(requested: &[String], policy: BackendPolicy) -> Result<Vec<Backend>
                 target.ip()
             ));
         }
+        if policy == BackendPolicy::Public && own.contains(&target.ip()) {
+            return Err(format!(
+                "backend {name}: {} is this gateway's own address",
+                target.ip()
+            ));
+        }
         out.push(Backend {
             name: name.clone(),
             target,
         });
     }
     Ok(out)
+}
+
+/// The addresses of this machine's interfaces (a public one too: a backend
+/// there would reach the gateway's own services).
+fn own_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            s.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
 }
 
 /// The container's `DEDGE_BACKENDS=...` entry, if it has backends.
@@ -169,10 +220,26 @@ mod tests {
             "[fe80::1]:80",
             "[fd00::1]:80",
             "[::ffff:192.168.0.1]:80",
+            "[64:ff9b::a00:1]:80",
+            "[2002:c0a8:101::1]:80",
         ] {
             refused(&[private], Public, "not a public address");
         }
         assert!(check(&names(&["127.0.0.1:80", "192.168.1.10:502"]), Any).is_ok());
+        assert!(is_public("64:ff9b::808:808".parse().unwrap()));
+        // The gateway's own public address is not a way out.
+        let own = ["8.8.4.4".parse().unwrap()];
+        let e = check_against(&names(&["8.8.4.4:22"]), Public, &own).unwrap_err();
+        assert!(e.contains("this gateway's own address"), "{e}");
+        assert!(check_against(&names(&["8.8.8.8:22"]), Public, &own).is_ok());
+        // This machine's own addresses, public or not.
+        for ip in own_addresses() {
+            let name = match ip {
+                IpAddr::V4(v4) => format!("{v4}:80"),
+                IpAddr::V6(v6) => format!("[{v6}]:80"),
+            };
+            assert!(check(&names(&[&name]), Public).is_err(), "{name}");
+        }
         refused(&["8.8.8.8:53"], BackendPolicy::None, "no backends");
         refused(&["8.8.8.8"], Any, "HOST:PORT");
         refused(&["8.8.8.8:0"], Any, "not available");

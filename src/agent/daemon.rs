@@ -365,7 +365,16 @@ impl Agent {
     fn account(&self, peer: Address, lease: [u8; 32]) -> Body {
         match self.own(peer, &lease) {
             Ok(l) => {
-                let now = now();
+                // An ended lease's account stops when it began terminating.
+                let now = match l.state {
+                    State::Terminating | State::Settled => l
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|(s, _)| *s == State::Terminating)
+                        .map_or_else(now, |(_, t)| *t),
+                    _ => now(),
+                };
                 let edgex = self
                     .edgex
                     .as_ref()
@@ -583,10 +592,22 @@ impl Agent {
     }
 
     /// Runs `tick` every `every` until `stop` is set, and keeps the
-    /// gateway advertised.
+    /// gateway advertised from a thread of its own (an advert transaction
+    /// may wait minutes for its receipt; enforcement must not).
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    self.keep_advertised();
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            });
+            self.tick_until(stop, every);
+        });
+    }
+
+    fn tick_until(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            self.keep_advertised();
             self.tick();
             self.write_status();
             std::thread::sleep(every);

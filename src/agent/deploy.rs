@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 
@@ -83,11 +84,7 @@ pub struct Deployed {
 
 /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a lease's
 /// container; a container that is already gone is fine.
-pub fn teardown(
-    runtime: &Runtime,
-    lease: &[u8; 32],
-    grace: std::time::Duration,
-) -> Result<(), String> {
+pub fn teardown(runtime: &Runtime, lease: &[u8; 32], grace: Duration) -> Result<(), String> {
     let id = container_id(lease);
     if runtime.get(&id).is_err() {
         return Ok(());
@@ -145,11 +142,24 @@ impl Deployer<'_> {
         self.book
             .transition(&lease, State::Deploying, now, None, |_| {})
             .map_err(|e| e.to_string())?;
+        let asked = std::time::Instant::now();
         match self.run(&l, manifest_digest, &backends) {
             Ok(d) => {
-                self.book
-                    .transition(&lease, State::Running, now, None, |_| {})
-                    .map_err(|e| e.to_string())?;
+                // The meter starts now, not when the deploy was asked for:
+                // fetching and unpacking are not the buyer's time.
+                let started = now.saturating_add(asked.elapsed().as_secs());
+                if let Err(e) = self
+                    .book
+                    .transition(&lease, State::Running, started, None, |_| {})
+                {
+                    // Terminated while it was being deployed: nothing may
+                    // run for a lease that is ending.
+                    drop(d);
+                    if let Err(t) = teardown(self.runtime, &lease, Duration::ZERO) {
+                        log::error!("lease {}: {t}", l.id_hex());
+                    }
+                    return Err(format!("lease {} ended while deploying: {e}", l.id_hex()));
+                }
                 log::info!("lease {} running as {}", l.id_hex(), d.container);
                 Ok(d)
             }

@@ -77,6 +77,20 @@ pub fn create(
     let result = bring_up(buyer, &offer, lease, &endpoint, &manifest, deposit, tell);
     if let Err(e) = &result {
         let _ = record::set_state(&buyer.data, lease, "failed", Some(e.to_string()));
+        // A lease that got its fee holds the gateway's capacity and the
+        // fee until it ends: end it now, both sides, rather than leave it.
+        let funded = super::market_state(buyer, lease).is_ok_and(|s| s >= 3);
+        if funded {
+            tell(Step::Done(&format!("ending lease {lease}: {e}")));
+            let why = format!("create failed: {e}");
+            if let Err(end) =
+                super::end::terminate(buyer, lease, &why, &mut |l| tell(Step::Done(l)))
+            {
+                tell(Step::Done(&format!(
+                    "could not end it ({end}); run `dedge lease terminate {lease}`"
+                )));
+            }
+        }
     }
     result
 }
@@ -337,6 +351,7 @@ fn prove_channel(link: &mut Link, lease: B256, channel: B256) -> Result<()> {
 }
 
 fn deploy(link: &mut Link, r: &LeaseRecord, manifest: &str) -> Result<()> {
+    link.patience(super::link::DEPLOY_ANSWER)?;
     match link.ask(Body::Deploy {
         lease: r.lease.0,
         image_cid: r.image.clone(),

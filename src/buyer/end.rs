@@ -45,7 +45,11 @@ fn take_channel(buyer: &Buyer, r: &LeaseRecord, id: B256) -> Result<Channel> {
             other => break other,
         }
     };
-    let _ = std::fs::remove_file(&stop);
+    // Given up on a payer busy in a long call: the request stays, so it
+    // still stops at its next check (a new `lease pay` clears it).
+    if result.is_ok() {
+        let _ = std::fs::remove_file(&stop);
+    }
     result
 }
 

@@ -12,8 +12,10 @@ use crate::market::{self, Capabilities};
 use crate::p2p::{self, Body, Session};
 
 const CONNECT: Duration = Duration::from_secs(10);
-/// A deploy is answered once the image is fetched, verified and started.
-const ANSWER: Duration = Duration::from_secs(600);
+/// How long an answer may take: most questions are quick; a deploy is
+/// answered once the image is fetched, verified and started.
+const ANSWER: Duration = Duration::from_secs(30);
+pub const DEPLOY_ANSWER: Duration = Duration::from_secs(600);
 
 /// The gateway's advertised endpoint and capability document.
 pub fn advert(buyer: &Buyer, gateway: Address) -> Result<(String, Capabilities)> {
@@ -64,6 +66,17 @@ impl Link {
             return Ok(Link { session, gateway });
         }
         Err(fail(last))
+    }
+
+    /// How long the next answers may take.
+    pub fn patience(&mut self, wait: Duration) -> Result<()> {
+        self.session
+            .stream()
+            .set_read_timeout(Some(wait))
+            .map_err(|e| Error::Gateway {
+                gateway: self.gateway.to_string(),
+                why: e.to_string(),
+            })
     }
 
     /// Sends `body`, returns the answer; an `Error` answer is an error.

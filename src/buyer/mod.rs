@@ -57,6 +57,13 @@ pub(crate) fn chain(e: impl std::fmt::Display) -> Error {
     Error::Chain(e.to_string())
 }
 
+/// The Market's state for `lease` (3 active, 4 terminating, 5 settled).
+pub(crate) fn market_state(buyer: &Buyer, lease: alloy_primitives::B256) -> Result<u8> {
+    Ok(crate::market::lease(&buyer.rpc, &buyer.d, lease)
+        .map_err(chain)?
+        .state)
+}
+
 /// Who the buyer is and where it keeps its state.
 pub struct Buyer {
     pub signer: Signer,

@@ -59,15 +59,25 @@ pub fn account(link: &mut Link, lease: [u8; 32]) -> Result<Account> {
     }
 }
 
-/// One round: what the lease should have been paid by the next round,
-/// paid. Returns what the buyer has now signed over for the lease.
+/// What the lease should have been paid by the next round: what the
+/// gateway says is owed plus one interval ahead, but never more than the
+/// buyer's own clock allows (the time since it made the offer, plus the
+/// interval) nor the lease's most: a gateway's word alone cannot draw the
+/// whole deposit.
+pub fn target(owed: u128, r: &LeaseRecord, now: u64) -> u128 {
+    let interval = r.payment_interval.max(1);
+    let ahead = r.price().saturating_mul(u128::from(interval));
+    let elapsed = now.saturating_sub(r.created).saturating_add(interval);
+    let by_clock = r.price().saturating_mul(u128::from(elapsed));
+    owed.saturating_add(ahead).min(by_clock).min(r.max_cost())
+}
+
+/// One round: the lease paid up to [`target`]. Returns what the buyer has
+/// now signed over for the lease.
 pub fn round(link: &mut Link, channel: &Channel, r: &LeaseRecord) -> Result<u128> {
     let acct = account(link, r.lease.0)?;
     let mine = channel.paid_for(r.lease)?.saturating_to::<u128>();
-    let ahead = r
-        .price()
-        .saturating_mul(u128::from(r.payment_interval.max(1)));
-    let target = acct.owed.saturating_add(ahead).min(r.max_cost());
+    let target = target(acct.owed, r, now());
     let increment = target.saturating_sub(mine);
     if increment == 0 && acct.paid >= mine {
         return Ok(mine);
@@ -111,6 +121,8 @@ pub fn run(
     tell: &mut dyn FnMut(&str),
 ) -> Result<Ended> {
     let stop_file = record::stop_request(&buyer.data, r.lease);
+    // A request left by a terminate that gave up is not for this payer.
+    let _ = std::fs::remove_file(&stop_file);
     let asked = || stop.load(Ordering::SeqCst) || stop_file.exists();
     let every = Duration::from_secs(r.payment_interval.clamp(1, 3600));
     let mut link: Option<Link> = None;
@@ -159,5 +171,39 @@ pub fn run(
         while Instant::now() < until && !asked() {
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::{Address, B256};
+
+    #[test]
+    fn the_payer_pays_one_interval_ahead_and_never_on_the_gateways_word_alone() {
+        let r = LeaseRecord {
+            lease: B256::ZERO,
+            gateway: Address::ZERO,
+            endpoint: String::new(),
+            channel: None,
+            image: String::new(),
+            manifest: String::new(),
+            price_per_second: "10".into(),
+            payment_interval: 5,
+            max_duration: 100,
+            devices: vec![],
+            backends: vec![],
+            created: 1000,
+            state: "running".into(),
+            reason: None,
+        };
+        // Before it runs: one interval ahead.
+        assert_eq!(target(0, &r, 1001), 50);
+        // Owed 20 s: 25 s' worth.
+        assert_eq!(target(200, &r, 1030), 250);
+        // A gateway claiming the whole lease is owed after 10 s gets 15 s.
+        assert_eq!(target(1000, &r, 1010), 150);
+        // Never past the lease's most.
+        assert_eq!(target(990, &r, 2000), 1000);
     }
 }

@@ -83,8 +83,11 @@ fn welcome_digest(hello: &B256, ephemeral: &[u8]) -> B256 {
 /// Nonces of recent hellos, forgotten once their timestamp is too old to
 /// pass the freshness check anyway; shared by all of a server's
 /// connections. Bounded: anyone can sign a hello with a fresh key, so a
-/// flood must not grow the gateway's memory or make each check slower;
-/// when full of live nonces, hellos are refused until some age out.
+/// flood must not grow the gateway's memory or make each check slower.
+/// When full of live nonces, a hello is let through unrecorded rather than
+/// refused (refusing would let a flood lock every buyer out): a replayed
+/// hello gains nothing anyway, since the session keys also need the
+/// ephemeral secret behind the hello, which only its sender has.
 #[derive(Default)]
 pub struct ReplayGuard {
     seen: Mutex<Seen>,
@@ -104,7 +107,6 @@ pub const GUARD_CAP: usize = 1 << 16;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unfresh {
     Replayed,
-    Full,
 }
 
 impl ReplayGuard {
@@ -120,10 +122,9 @@ impl ReplayGuard {
         if seen.nonces.contains_key(&nonce) {
             return Err(Unfresh::Replayed);
         }
-        if seen.nonces.len() >= GUARD_CAP {
-            return Err(Unfresh::Full);
+        if seen.nonces.len() < GUARD_CAP {
+            seen.nonces.insert(nonce, timestamp);
         }
-        seen.nonces.insert(nonce, timestamp);
         Ok(())
     }
 }
@@ -277,16 +278,8 @@ pub fn accept<S: Read + Write>(
             Address::from(hello.from)
         )));
     }
-    match guard.admit(hello.nonce, hello.timestamp, now) {
-        Ok(()) => {}
-        Err(Unfresh::Replayed) => {
-            return Err(Error::Refused("replayed hello (nonce seen before)".into()));
-        }
-        Err(Unfresh::Full) => {
-            return Err(Error::Refused(
-                "too many handshakes in the last minutes; try again later".into(),
-            ));
-        }
+    if guard.admit(hello.nonce, hello.timestamp, now) == Err(Unfresh::Replayed) {
+        return Err(Error::Refused("replayed hello (nonce seen before)".into()));
     }
     let eph = ephemeral()?;
     let ephemeral = public_bytes(&eph);
@@ -413,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_hellos_is_bounded_and_refused_until_it_ages_out() {
+    fn a_flood_of_hellos_is_bounded_and_locks_nobody_out() {
         let g = ReplayGuard::default();
         let nonce = |i: usize| {
             let mut n = [0u8; 16];
@@ -423,13 +416,18 @@ mod tests {
         for i in 0..GUARD_CAP {
             assert_eq!(g.admit(nonce(i), 1000, 1000), Ok(()));
         }
-        assert_eq!(g.admit(nonce(GUARD_CAP), 1000, 1000), Err(Unfresh::Full));
-        // A replay is still named as one.
-        assert_eq!(g.admit(nonce(0), 1000, 1000), Err(Unfresh::Replayed));
+        // Full: let through, not remembered, memory stays bounded.
+        assert_eq!(g.admit(nonce(GUARD_CAP), 1000, 1000), Ok(()));
         assert_eq!(g.seen.lock().unwrap().nonces.len(), GUARD_CAP);
+        // A recorded replay is still refused.
+        assert_eq!(g.admit(nonce(0), 1000, 1000), Err(Unfresh::Replayed));
         // Once they are too old to pass the freshness check, room again.
         let later = 1000 + 2 * CLOCK_SKEW + 1;
         assert_eq!(g.admit(nonce(GUARD_CAP), later, later), Ok(()));
+        assert_eq!(
+            g.admit(nonce(GUARD_CAP), later, later),
+            Err(Unfresh::Replayed)
+        );
         assert_eq!(g.seen.lock().unwrap().nonces.len(), 1);
     }
 }
