@@ -326,7 +326,7 @@ impl Agent {
             } => self.logs(peer, lease, stream, offset),
             Body::Terminate { lease, reason } => self.terminate(peer, lease, &reason),
             other => Body::Error {
-                message: format!("a gateway does not take {}", kind(&other)),
+                message: format!("a gateway does not take {}", other.name()),
             },
         })
     }
@@ -630,16 +630,6 @@ fn reopen_backends(
             log::error!("lease {}: {e}", l.id_hex());
             Vec::new()
         }
-    }
-}
-
-fn kind(b: &Body) -> &'static str {
-    match b {
-        Body::OfferAccepted { .. } => "OfferAccepted",
-        Body::OfferRefused { .. } => "OfferRefused",
-        Body::PaymentAck { .. } => "PaymentAck",
-        Body::Error { .. } => "Error",
-        _ => "that message",
     }
 }
 

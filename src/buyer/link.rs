@@ -107,7 +107,7 @@ impl Link {
     pub fn unexpected(&self, got: &Body, wanted: &str) -> Error {
         Error::Gateway {
             gateway: self.gateway.to_string(),
-            why: format!("answered {got:?} where {wanted} was due"),
+            why: format!("answered {} where {wanted} was due", got.name()),
         }
     }
 }

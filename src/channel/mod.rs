@@ -286,10 +286,7 @@ impl Sender {
     /// durable before the proof is returned, so a restart never re-signs a
     /// lower amount.
     pub fn pay(&self, channel: B256, lease: B256, increment: U256) -> Result<Proof, Rejected> {
-        let mut r = self
-            .sent
-            .get::<SentRecord>(channel)?
-            .ok_or(Rejected::UnknownChannel(channel))?;
+        let mut r = self.record(channel)?;
         let amount = r
             .total
             .checked_add(increment)
@@ -319,21 +316,19 @@ impl Sender {
         })
     }
 
+    fn record(&self, channel: B256) -> Result<SentRecord, Rejected> {
+        self.sent
+            .get::<SentRecord>(channel)?
+            .ok_or(Rejected::UnknownChannel(channel))
+    }
+
     /// The channel as it was opened.
     pub fn info(&self, channel: B256) -> Result<ChannelInfo, Rejected> {
-        Ok(self
-            .sent
-            .get::<SentRecord>(channel)?
-            .ok_or(Rejected::UnknownChannel(channel))?
-            .info)
+        Ok(self.record(channel)?.info)
     }
 
     pub fn total(&self, channel: B256) -> Result<U256, Rejected> {
-        Ok(self
-            .sent
-            .get::<SentRecord>(channel)?
-            .ok_or(Rejected::UnknownChannel(channel))?
-            .total)
+        Ok(self.record(channel)?.total)
     }
 }
 

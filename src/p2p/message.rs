@@ -158,6 +158,25 @@ impl Body {
     pub fn lease_id(bytes: &[u8; 32]) -> B256 {
         B256::from(*bytes)
     }
+
+    /// The message's name, for errors (never its contents: a peer's bytes
+    /// do not go into our messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Body::Offer { .. } => "Offer",
+            Body::OfferAccepted { .. } => "OfferAccepted",
+            Body::OfferRefused { .. } => "OfferRefused",
+            Body::ChannelProof { .. } => "ChannelProof",
+            Body::Deploy { .. } => "Deploy",
+            Body::Payment { .. } => "Payment",
+            Body::PaymentAck { .. } => "PaymentAck",
+            Body::Status { .. } => "Status",
+            Body::Logs { .. } => "Logs",
+            Body::Terminate { .. } => "Terminate",
+            Body::Error { .. } => "Error",
+            Body::Account { .. } => "Account",
+        }
+    }
 }
 
 /// What is signed: the body with its addressing.

@@ -272,3 +272,17 @@ fn envelopes_must_be_signed_in_order_for_this_chain_and_these_parties() {
         }
     }
 }
+
+#[test]
+fn every_message_has_its_own_name_and_only_its_name() {
+    let bodies = every_body();
+    let names: std::collections::BTreeSet<&str> = bodies.iter().map(Body::name).collect();
+    assert_eq!(names.len(), bodies.len(), "{names:?}");
+    for b in &bodies {
+        // The name is the variant's, never its contents.
+        assert!(
+            format!("{b:?}").starts_with(&format!("{} {{", b.name())),
+            "{b:?}"
+        );
+    }
+}
