@@ -36,6 +36,7 @@ pub struct LeaseRecord {
 }
 
 impl LeaseRecord {
+    /// Checked when the record is read (`parse`), so this never guesses.
     pub fn price(&self) -> u128 {
         self.price_per_second.parse().unwrap_or(0)
     }
@@ -74,6 +75,22 @@ pub fn save(data: &Path, r: &LeaseRecord) -> Result<()> {
     std::fs::rename(&tmp, &p).map_err(|e| state_err(&p, e))
 }
 
+/// A record from its file's bytes; a price that is not a whole number of
+/// base units is refused, not read as zero.
+fn parse(p: &Path, text: &[u8]) -> Result<LeaseRecord> {
+    let r: LeaseRecord = serde_json::from_slice(text).map_err(|e| state_err(p, e))?;
+    if r.price_per_second.parse::<u128>().is_err() {
+        return Err(state_err(
+            p,
+            format!(
+                "price_per_second `{}` is not a whole number of EDG base units",
+                r.price_per_second
+            ),
+        ));
+    }
+    Ok(r)
+}
+
 pub fn load(data: &Path, lease: B256) -> Result<LeaseRecord> {
     let p = path(data, lease);
     let text = std::fs::read(&p).map_err(|e| match e.kind() {
@@ -83,7 +100,7 @@ pub fn load(data: &Path, lease: B256) -> Result<LeaseRecord> {
         )),
         _ => state_err(&p, e),
     })?;
-    serde_json::from_slice(&text).map_err(|e| state_err(&p, e))
+    parse(&p, &text)
 }
 
 /// Updates a record's state (and reason) in place.
@@ -112,7 +129,7 @@ pub fn all(data: &Path) -> Result<Vec<LeaseRecord>> {
             continue;
         }
         let text = std::fs::read(&p).map_err(|e| state_err(&p, e))?;
-        out.push(serde_json::from_slice::<LeaseRecord>(&text).map_err(|e| state_err(&p, e))?);
+        out.push(parse(&p, &text)?);
     }
     out.sort_by_key(|r| (r.created, r.lease));
     Ok(out)
@@ -164,5 +181,10 @@ mod tests {
         assert!(missing.to_string().contains("no lease"), "{missing}");
         std::fs::write(dir.path().join("leases/bad.json"), "{").unwrap();
         assert!(matches!(super::all(dir.path()), Err(Error::State { .. })));
+        let mut odd = record(3, 30);
+        odd.price_per_second = "1e3".into();
+        save(dir.path(), &odd).unwrap();
+        let e = load(dir.path(), B256::repeat_byte(3)).unwrap_err();
+        assert!(e.to_string().contains("price_per_second `1e3`"), "{e}");
     }
 }
