@@ -275,32 +275,33 @@ fn status(s: &mut Session<TcpStream>, lease: B256) -> (String, String) {
 
 /// Polls the lease's state until it is `want`.
 fn wait_for(s: &mut Session<TcpStream>, lease: B256, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    poll_until(40, || {
         let (state, detail) = status(s, lease);
-        if state == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {state} ({detail}), waiting for {want}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (state == want)
+            .then_some(())
+            .ok_or_else(|| format!("still {state} ({detail}), waiting for {want}"))
+    });
 }
 
 /// Waits until the Market contract holds `lease` in `state`.
 fn wait_for_market(w: &World, lease: B256, state: u8) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
+    poll_until(40, || {
         let now = market::lease(&w.rpc, &w.d, lease).unwrap().state;
-        if now == state {
-            return;
+        (now == state)
+            .then_some(())
+            .ok_or_else(|| format!("market state still {now}, waiting for {state}"))
+    });
+}
+
+/// Calls `check` every 200 ms until it is `Ok`; fails the test with its
+/// last complaint after `secs` seconds.
+fn poll_until<T>(secs: u64, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "market state still {now}, waiting for {state}"
-        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -357,17 +358,14 @@ fn stdout(s: &mut Session<TcpStream>, lease: B256) -> String {
 
 /// Waits for the container to have printed more than `n` Int8 readings.
 fn readings_above(s: &mut Session<TcpStream>, lease: B256, n: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    poll_until(20, || {
         let count = stdout(s, lease)
             .matches("\"resourceName\":\"Int8\"")
             .count();
-        if count > n {
-            return count;
-        }
-        assert!(Instant::now() < deadline, "no new sensor reading");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        (count > n)
+            .then_some(count)
+            .ok_or_else(|| "no new sensor reading".to_string())
+    })
 }
 
 fn terminate(s: &mut Session<TcpStream>, lease: B256) -> String {
@@ -848,18 +846,12 @@ fn agent_state(board: &str, lease: &str) -> String {
 }
 
 fn wait_agent_state(board: &str, lease: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    poll_until(60, || {
         let state = agent_state(board, lease);
-        if state == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still {state}, waiting for {want}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        (state == want)
+            .then_some(())
+            .ok_or_else(|| format!("still {state}, waiting for {want}"))
+    });
 }
 
 fn edg_balance(w: &World, who: Address) -> u128 {
