@@ -12,6 +12,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v qemu-aarch64-static >/dev/null || need_apt+=(qemu-user-static)
 command -v aarch64-linux-gnu-gcc >/dev/null || need_apt+=(gcc-aarch64-linux-gnu)
+# The cross gcc only recommends its C library headers; without them C code
+# (ring) fails on `bits/libc-header-start.h`, so ask for them by name.
+[ -f /usr/aarch64-linux-gnu/include/stdio.h ] || need_apt+=(libc6-dev-arm64-cross)
 command -v file >/dev/null || need_apt+=(file)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "cross: installing ${need_apt[*]}"

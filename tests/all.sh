@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, the contracts' forge
-# tests, host tests, and the static ARM builds with their unit tests under qemu. Run tests/setup.sh first.
+# tests, host tests, the static ARM builds with their unit tests under qemu,
+# and the sandbox suite on real x86_64, aarch64 and ARMv7 kernels under QEMU
+# (tests/vm/, cgroup v2 and v1). Run tests/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
@@ -23,6 +25,9 @@ step "contracts: forge build + unit, fuzz and invariant tests"
 step "host tests"
 if [ "$(id -u)" != 0 ]; then
     echo "NOTE: not root; tests that need root or cgroups will say SKIP"
+else
+    # As root a sandbox test has what it needs: a skip would hide a failure.
+    export DEDGE_REQUIRE_SANDBOX=1
 fi
 cargo test --locked
 
@@ -31,5 +36,12 @@ tests/demo.sh
 
 step "cross builds + unit tests under qemu"
 cross/build.sh all
+
+step "the sandbox suite on real kernels (tests/vm/suite.sh)"
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP: THE VM SUITE NEEDS ROOT (it builds guest rootfs and runs the sandbox as root in them)"
+else
+    tests/vm/suite.sh
+fi
 
 step "all checks passed in $((SECONDS - start)) s"

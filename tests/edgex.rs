@@ -877,10 +877,7 @@ fn simulator_answers_and_bridge_requests_match_the_openapi_files() {
 
 /// The dev board pointed at `sim` (or at nothing listening).
 fn dev_board(dir: &std::path::Path, sim: Option<&Simulator>) -> std::path::PathBuf {
-    let mut text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml"),
-    )
-    .unwrap();
+    let mut text = sandbox::dev_board_text();
     let (m, c, d) = match sim {
         Some(s) => (s.metadata.clone(), s.command.clone(), s.data.clone()),
         None => {

@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -583,11 +583,7 @@ fn sandbox_run_on_the_command_line() {
     let boards = dir.path().join("boards");
     std::fs::create_dir(&boards).unwrap();
     let board = boards.join("dev.toml");
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dev-x86_64.toml"),
-        &board,
-    )
-    .unwrap();
+    std::fs::write(&board, sandbox::dev_board_text()).unwrap();
     let image = format!("{}:cli", layout.display());
     let dedge = |args: &[&str]| {
         let o = bounded::output(

@@ -51,6 +51,13 @@ if [ ! -f "$OPENAPI_DIR/.installed-0.23.1" ]; then
         --no-warn-conflicts --target "$OPENAPI_DIR" "openapi-core==0.23.1" "PyYAML==6.0.3"
     touch "$OPENAPI_DIR/.installed-0.23.1"
 fi
+# The VM rig: qemu-system, Debian kernels, a guest rootfs per architecture,
+# all pinned and cached outside the checkout (tests/vm/README.md).
+if [ "$(id -u)" = 0 ]; then
+    tests/vm/fetch.sh
+else
+    echo "setup: NOTE: not root; the VM rig (tests/vm) is not set up and tests/all.sh will skip it"
+fi
 (cd contracts && npm ci --no-audit --no-fund --loglevel=error)
 # Helia (verified-fetch on Node 22 from npm) serves Kubo's blocks as a
 # trustless gateway for the fetch tests (tests/ipfs/gateway/README.md).

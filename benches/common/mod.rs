@@ -40,5 +40,6 @@ pub fn machine() -> String {
         .unwrap_or_else(|| "unknown CPU".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cpus} CPUs, Linux {}", kernel.trim())
+    let arch = std::env::consts::ARCH;
+    format!("{cpu} ({arch}), {cpus} CPUs, Linux {}", kernel.trim())
 }

@@ -270,8 +270,11 @@ fn check_cgroups(mode: CgroupMode, have: &CgroupSupport) -> Option<Finding> {
         let memory_missing = v1_missing.contains(&"memory")
             || v2_missing.as_ref().is_some_and(|m| m.contains(&"memory"));
         memory_missing.then(|| {
-            "the memory controller is off: add `cgroup_enable=memory` to the kernel command line \
-             (cmdline.txt on Raspberry Pi OS)"
+            "the memory controller is off (Raspberry Pi kernels boot with `cgroup_disable=memory`): \
+             add `cgroup_enable=memory` at the end of the kernel command line (the one line of \
+             /boot/firmware/cmdline.txt on Raspberry Pi OS Bookworm, /boot/cmdline.txt before) \
+             and reboot; `cat /sys/fs/cgroup/cgroup.controllers` must then list memory \
+             (6.12 kernels no longer list it in /proc/cgroups)"
                 .to_string()
         })
     };

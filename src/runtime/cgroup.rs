@@ -2,10 +2,14 @@
 //! limit, freezer, stats, kill-all and removal, on cgroup v1 or v2.
 //!
 //! cgroups-rs finds the hierarchies and writes the limits. Its v1 `create`
-//! only logs a failed `mkdir`, and its v2 memory statistics unwrap missing
-//! files, so this module checks every directory it asked for and reads the
-//! few statistics it reports itself: a limit that silently did not apply is
-//! a tenant with the whole gateway.
+//! only logs a failed `mkdir`, its v2 `create` ignores a refused
+//! `cgroup.subtree_control` write, its v2 freezer reports the state asked for
+//! rather than the one reached, and its v2 memory statistics unwrap missing
+//! files, so this module makes v2 cgroups itself (controllers enabled top
+//! down, each refusal named), checks every directory it asked for, reads
+//! `cgroup.events` for the frozen state and the few statistics it reports
+//! itself: a limit that silently did not apply is a tenant with the whole
+//! gateway.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -139,8 +143,14 @@ impl Cgroup {
         if cg.exists_any() {
             return Err(err(path, "already exists (a leftover of an earlier run?)"));
         }
-        cg.cg.create().map_err(|e| err(path, e))?;
-        let made = cg.check_made().and_then(|()| cg.apply(limits));
+        let made = if cg.v2 {
+            create_v2(Path::new(V2_ROOT), path)
+        } else {
+            cg.cg.create().map_err(|e| err(path, e))
+        };
+        let made = made
+            .and_then(|()| cg.check_made())
+            .and_then(|()| cg.apply(limits));
         if let Err(e) = made {
             let _ = cg.remove();
             return Err(e);
@@ -284,13 +294,26 @@ impl Cgroup {
             .map_err(|e| err(&self.path, format!("cannot add pid {pid}: {e}")))
     }
 
+    /// The cgroup's directory in the unified hierarchy (v2 only).
+    fn v2_dir(&self) -> PathBuf {
+        Path::new(V2_ROOT).join(&self.path)
+    }
+
+    /// Stops every task. v2's freezer is `cgroup.freeze` in the cgroup
+    /// itself (no controller to enable), written here directly: cgroups-rs
+    /// only reaches it through a controller list the v2 sandbox never names.
     pub fn freeze(&self) -> Result<()> {
-        let f = self.controller::<FreezerController>()?;
-        f.freeze()
-            .map_err(|e| err(&self.path, format!("freeze: {e}")))?;
-        // v1 passes through FREEZING; wait until every task is stopped.
+        if self.v2 {
+            write_cgroup_file(&self.v2_dir().join("cgroup.freeze"), "1")?;
+        } else {
+            self.controller::<FreezerController>()?
+                .freeze()
+                .map_err(|e| err(&self.path, format!("freeze: {e}")))?;
+        }
+        // Freezing takes time on both versions (v1 passes through FREEZING,
+        // v2 sets `frozen 1` in cgroup.events); wait until every task is stopped.
         let until = Instant::now() + REAP_TIMEOUT;
-        while !matches!(f.state(), Ok(FreezerState::Frozen)) {
+        while !self.is_frozen() {
             if Instant::now() > until {
                 return Err(err(&self.path, "did not freeze within 5 s"));
             }
@@ -300,12 +323,20 @@ impl Cgroup {
     }
 
     pub fn thaw(&self) -> Result<()> {
+        if self.v2 {
+            return write_cgroup_file(&self.v2_dir().join("cgroup.freeze"), "0");
+        }
         self.controller::<FreezerController>()?
             .thaw()
             .map_err(|e| err(&self.path, format!("thaw: {e}")))
     }
 
+    /// Whether every task is stopped. On v2 `cgroup.freeze` only says what
+    /// was asked; `cgroup.events` says whether the kernel got there.
     pub fn is_frozen(&self) -> bool {
+        if self.v2 {
+            return read_keyed(&self.v2_dir().join("cgroup.events"), "frozen") == Some(1);
+        }
         self.controller::<FreezerController>()
             .is_ok_and(|f| matches!(f.state(), Ok(FreezerState::Frozen)))
     }
@@ -355,12 +386,18 @@ impl Cgroup {
             // PID namespace took every other task with it).
             return Ok(());
         }
-        let frozen = self.freeze().is_ok();
-        for pid in self.pids() {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        if frozen {
-            self.thaw()?;
+        // v2 kernels from 5.14 kill a whole cgroup in one write, forks in
+        // flight included; elsewhere freeze, kill each task, thaw.
+        let kill_file = self.v2_dir().join("cgroup.kill");
+        let killed_at_once = self.v2 && kill_file.exists() && fs::write(&kill_file, "1").is_ok();
+        if !killed_at_once {
+            let frozen = self.freeze().is_ok();
+            for pid in self.pids() {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if frozen {
+                self.thaw()?;
+            }
         }
         let until = Instant::now() + REAP_TIMEOUT;
         loop {
@@ -426,6 +463,71 @@ impl Cgroup {
     }
 }
 
+/// Where cgroups-rs (and so this module) expects the unified hierarchy.
+const V2_ROOT: &str = "/sys/fs/cgroup";
+
+/// Makes `root/path` one level at a time and enables the sandbox's
+/// controllers in each ancestor's `cgroup.subtree_control`, top down, as v2
+/// requires: a controller can only be enabled below a cgroup that has it,
+/// and only in a cgroup with no processes of its own (the no-internal-
+/// processes rule: the kernel answers EBUSY). Every refusal is an error
+/// that names the cgroup, the controller and the remedy.
+fn create_v2(root: &Path, path: &str) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = path.split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        enable_v2_controllers(&dir, path)?;
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && i + 1 < parts.len() => {}
+            Err(e) => return Err(err(path, format!("mkdir {}: {e}", dir.display()))),
+        }
+    }
+    Ok(())
+}
+
+/// Enables V2_CONTROLLERS for the children of `dir` unless they already are.
+fn enable_v2_controllers(dir: &Path, path: &str) -> Result<()> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&control)
+        .map_err(|e| err(path, format!("cannot read {}: {e}", control.display())))?;
+    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    for c in V2_CONTROLLERS {
+        if enabled.split_whitespace().any(|h| h == *c) {
+            continue;
+        }
+        if !available.split_whitespace().any(|h| h == *c) {
+            return Err(err(
+                path,
+                format!(
+                    "the {c} controller is not available in {} (its parent does not \
+                     delegate it, or the kernel was booted without it; see `dedge board \
+                     check --host`)",
+                    dir.display()
+                ),
+            ));
+        }
+        if let Err(e) = fs::write(&control, format!("+{c}")) {
+            let why = match e.raw_os_error() {
+                Some(libc::EBUSY) => format!(
+                    "{} has processes of its own, so cgroup v2 lets no controller be \
+                     enabled below it (the no-internal-processes rule): move them into a \
+                     leaf cgroup first",
+                    dir.display()
+                ),
+                _ => format!("cannot enable {c} in {}: {e}", control.display()),
+            };
+            return Err(err(path, why));
+        }
+    }
+    Ok(())
+}
+
+fn write_cgroup_file(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(|e| Error::Cgroup(format!("{}: {e}", path.display())))
+}
+
 fn write_if_present(path: &Path, value: &str) -> Result<()> {
     match fs::write(path, value) {
         Ok(()) => Ok(()),
@@ -480,6 +582,38 @@ mod tests {
             assert!(check_path(bad).is_err(), "{bad:?} accepted");
         }
         check_path("dedge/lease-01.a_b").unwrap();
+    }
+
+    /// A fake v2 root: its controllers and what it already enables.
+    fn fake_v2_root(controllers: &str, enabled: &str) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), controllers).unwrap();
+        fs::write(root.path().join("cgroup.subtree_control"), enabled).unwrap();
+        root
+    }
+
+    #[test]
+    fn a_v2_controller_the_parent_lacks_is_named_and_nothing_is_made() {
+        // A Raspberry Pi kernel booted with cgroup_disable=memory.
+        let root = fake_v2_root("cpuset cpu io pids\n", "");
+        let e = create_v2(root.path(), "dedge/lease-1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the memory controller is not available"), "{e}");
+        assert!(e.contains("board check --host"), "{e}");
+        assert!(!root.path().join("dedge").exists());
+    }
+
+    #[test]
+    fn v2_controllers_already_enabled_are_left_alone() {
+        let root = fake_v2_root("cpu memory pids\n", "cpu memory pids\n");
+        create_v2(root.path(), "lease-1").unwrap();
+        assert!(root.path().join("lease-1").is_dir());
+        let control = fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(control, "cpu memory pids\n", "rewritten although enabled");
+        // A leaf that exists already is a leftover, not something to reuse.
+        let e = create_v2(root.path(), "lease-1").unwrap_err().to_string();
+        assert!(e.contains("mkdir"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use dedge::board::values::Arch;
+use dedge::runtime::image::Platform;
+
 use super::bounded;
 
 pub fn run(cmd: &mut Command) {
@@ -21,7 +24,8 @@ pub fn run(cmd: &mut Command) {
 
 /// Builds (or adds tag `tag` to) the OCI layout `dir/img`: an empty rootfs
 /// that `fill` populates, repacked as one layer, then `umoci config` with
-/// `config` (plus linux/amd64).
+/// `config` (plus the platform this test binary runs on, as the gateway's
+/// own images would say).
 pub fn build_image(dir: &Path, tag: &str, fill: impl FnOnce(&Path), config: &[&str]) -> PathBuf {
     let img = dir.join("img");
     if !img.exists() {
@@ -39,7 +43,9 @@ pub fn build_image(dir: &Path, tag: &str, fill: impl FnOnce(&Path), config: &[&s
         .arg(&bundle));
     let mut args = vec!["config", "--image", &image];
     args.extend_from_slice(config);
-    args.extend_from_slice(&["--os", "linux", "--architecture", "amd64"]);
+    let here = Platform::of(Arch::of_this_build().expect("a gateway architecture"));
+    // umoci cannot set a variant; the store matches a missing one (ARMv7's "v7").
+    args.extend_from_slice(&["--os", "linux", "--architecture", &here.architecture]);
     run(Command::new("umoci").args(&args));
     img
 }
