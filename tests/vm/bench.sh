@@ -11,10 +11,7 @@ repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 # shellcheck source=tests/vm/lib.sh
 . "$here/lib.sh"
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
+use_cargo
 arch=${1:-arm64} runs=${2:-30}
 cargo=(cargo) target=()
 case "$arch" in

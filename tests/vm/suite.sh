@@ -14,10 +14,7 @@ repo=$(cd "$here/../.." && pwd)
 cd "$repo"
 # shellcheck source=tests/vm/lib.sh
 . "$here/lib.sh"
-if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
+use_cargo
 
 guests=("$@")
 [ ${#guests[@]} -gt 0 ] || guests=(amd64-v2 arm64-v2 arm64-v1 armhf-v2)
