@@ -143,16 +143,24 @@ impl Cgroup {
         if cg.exists_any() {
             return Err(err(path, "already exists (a leftover of an earlier run?)"));
         }
+        // v2: the directories this call made, so a failure removes exactly
+        // those (never a leaf someone else made between the check and mkdir).
+        let mut made_dirs = Vec::new();
         let made = if cg.v2 {
-            create_v2(Path::new(V2_ROOT), path)
+            create_v2(Path::new(V2_ROOT), path, &mut made_dirs)
         } else {
             cg.cg.create().map_err(|e| err(path, e))
         };
-        let made = made
-            .and_then(|()| cg.check_made())
-            .and_then(|()| cg.apply(limits));
         if let Err(e) = made {
+            if !cg.v2 {
+                let _ = cg.remove();
+            }
+            remove_made(&made_dirs);
+            return Err(e);
+        }
+        if let Err(e) = cg.check_made().and_then(|()| cg.apply(limits)) {
             let _ = cg.remove();
+            remove_made(&made_dirs);
             return Err(e);
         }
         log::debug!(
@@ -304,6 +312,12 @@ impl Cgroup {
     /// only reaches it through a controller list the v2 sandbox never names.
     pub fn freeze(&self) -> Result<()> {
         if self.v2 {
+            if !self.v2_dir().join("cgroup.events").exists() {
+                return Err(err(
+                    &self.path,
+                    "no cgroup.events: this kernel has no cgroup v2 freezer (it came in 5.2)",
+                ));
+            }
             write_cgroup_file(&self.v2_dir().join("cgroup.freeze"), "1")?;
         } else {
             self.controller::<FreezerController>()?
@@ -315,6 +329,9 @@ impl Cgroup {
         let until = Instant::now() + REAP_TIMEOUT;
         while !self.is_frozen() {
             if Instant::now() > until {
+                // Never leave a tenant half frozen behind a failed pause:
+                // the caller still thinks it runs, and nothing would thaw it.
+                let _ = self.thaw();
                 return Err(err(&self.path, "did not freeze within 5 s"));
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -380,8 +397,19 @@ impl Cgroup {
     /// Kills every task: frozen first so nothing forks while it is being
     /// killed, then SIGKILL to each, thawed so the kills land, and waited
     /// for until the cgroup is empty.
+    /// Whether any task is left in the cgroup or below it (v2 says so in
+    /// `cgroup.events`; v1 has only the cgroup's own task list).
+    fn populated(&self) -> bool {
+        if self.v2
+            && let Some(p) = read_keyed(&self.v2_dir().join("cgroup.events"), "populated")
+        {
+            return p == 1;
+        }
+        !self.pids().is_empty()
+    }
+
     pub fn kill_all(&self) -> Result<()> {
-        if !self.exists_any() || self.pids().is_empty() {
+        if !self.exists_any() || !self.populated() {
             // Nothing to kill (the usual case once init has exited: its
             // PID namespace took every other task with it).
             return Ok(());
@@ -391,18 +419,21 @@ impl Cgroup {
         let kill_file = self.v2_dir().join("cgroup.kill");
         let killed_at_once = self.v2 && kill_file.exists() && fs::write(&kill_file, "1").is_ok();
         if !killed_at_once {
-            let frozen = self.freeze().is_ok();
+            let froze = self.freeze();
             for pid in self.pids() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
-            if frozen {
-                self.thaw()?;
+            // Thawed even when the freeze timed out: tasks it did stop
+            // cannot act on SIGKILL until they run again.
+            let thawed = self.thaw();
+            if froze.is_ok() {
+                thawed?;
             }
         }
         let until = Instant::now() + REAP_TIMEOUT;
         loop {
             let left = self.pids();
-            if left.is_empty() {
+            if left.is_empty() && !self.populated() {
                 return Ok(());
             }
             if Instant::now() > until {
@@ -472,14 +503,14 @@ const V2_ROOT: &str = "/sys/fs/cgroup";
 /// and only in a cgroup with no processes of its own (the no-internal-
 /// processes rule: the kernel answers EBUSY). Every refusal is an error
 /// that names the cgroup, the controller and the remedy.
-fn create_v2(root: &Path, path: &str) -> Result<()> {
+fn create_v2(root: &Path, path: &str, made: &mut Vec<PathBuf>) -> Result<()> {
     let mut dir = root.to_path_buf();
     let parts: Vec<&str> = path.split('/').collect();
     for (i, part) in parts.iter().enumerate() {
         enable_v2_controllers(&dir, path)?;
         dir.push(part);
         match fs::create_dir(&dir) {
-            Ok(()) => {}
+            Ok(()) => made.push(dir.clone()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && i + 1 < parts.len() => {}
             Err(e) => return Err(err(path, format!("mkdir {}: {e}", dir.display()))),
         }
@@ -489,10 +520,13 @@ fn create_v2(root: &Path, path: &str) -> Result<()> {
 
 /// Enables V2_CONTROLLERS for the children of `dir` unless they already are.
 fn enable_v2_controllers(dir: &Path, path: &str) -> Result<()> {
+    let read = |file: PathBuf| {
+        fs::read_to_string(&file)
+            .map_err(|e| err(path, format!("cannot read {}: {e}", file.display())))
+    };
     let control = dir.join("cgroup.subtree_control");
-    let enabled = fs::read_to_string(&control)
-        .map_err(|e| err(path, format!("cannot read {}: {e}", control.display())))?;
-    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let enabled = read(control.clone())?;
+    let available = read(dir.join("cgroup.controllers"))?;
     for c in V2_CONTROLLERS {
         if enabled.split_whitespace().any(|h| h == *c) {
             continue;
@@ -508,7 +542,7 @@ fn enable_v2_controllers(dir: &Path, path: &str) -> Result<()> {
                 ),
             ));
         }
-        if let Err(e) = fs::write(&control, format!("+{c}")) {
+        if let Err(e) = write_existing(&control, &format!("+{c}")) {
             let why = match e.raw_os_error() {
                 Some(libc::EBUSY) => format!(
                     "{} has processes of its own, so cgroup v2 lets no controller be \
@@ -524,12 +558,31 @@ fn enable_v2_controllers(dir: &Path, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes the directories a failed `create_v2` made, deepest first; one
+/// another runtime has meanwhile put a child in stays (rmdir refuses).
+fn remove_made(dirs: &[PathBuf]) {
+    for d in dirs.iter().rev() {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+/// Writes a control file that must exist. Never `O_CREAT`: cgroupfs
+/// answers a create of a missing file with EACCES, which would hide the
+/// real cause (an absent file, ENOENT) behind "permission denied".
+fn write_existing(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
+}
+
 fn write_cgroup_file(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|e| Error::Cgroup(format!("{}: {e}", path.display())))
+    write_existing(path, value).map_err(|e| Error::Cgroup(format!("{}: {e}", path.display())))
 }
 
 fn write_if_present(path: &Path, value: &str) -> Result<()> {
-    match fs::write(path, value) {
+    match write_existing(path, value) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::Cgroup(format!("{}: {e}", path.display()))),
@@ -596,24 +649,55 @@ mod tests {
     fn a_v2_controller_the_parent_lacks_is_named_and_nothing_is_made() {
         // A Raspberry Pi kernel booted with cgroup_disable=memory.
         let root = fake_v2_root("cpuset cpu io pids\n", "");
-        let e = create_v2(root.path(), "dedge/lease-1")
+        let mut made = Vec::new();
+        let e = create_v2(root.path(), "dedge/lease-1", &mut made)
             .unwrap_err()
             .to_string();
         assert!(e.contains("the memory controller is not available"), "{e}");
         assert!(e.contains("board check --host"), "{e}");
         assert!(!root.path().join("dedge").exists());
+        assert!(made.is_empty());
+    }
+
+    #[test]
+    fn a_failed_v2_create_removes_only_what_it_made() {
+        // The parent is made, then its own subtree_control cannot be read
+        // (a fake: plain directories have no control files).
+        let root = fake_v2_root("cpu memory pids\n", "cpu memory pids\n");
+        let mut made = Vec::new();
+        let e = create_v2(root.path(), "dedge/lease-1", &mut made)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read"), "{e}");
+        assert_eq!(made, vec![root.path().join("dedge")]);
+        remove_made(&made);
+        assert!(!root.path().join("dedge").exists());
+    }
+
+    #[test]
+    fn a_control_file_is_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("memory.swap.max");
+        write_if_present(&absent, "0").unwrap();
+        assert!(!absent.exists(), "write_if_present created the file");
+        assert!(write_cgroup_file(&absent, "1").is_err());
+        assert!(!absent.exists());
     }
 
     #[test]
     fn v2_controllers_already_enabled_are_left_alone() {
         let root = fake_v2_root("cpu memory pids\n", "cpu memory pids\n");
-        create_v2(root.path(), "lease-1").unwrap();
+        create_v2(root.path(), "lease-1", &mut Vec::new()).unwrap();
         assert!(root.path().join("lease-1").is_dir());
         let control = fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap();
         assert_eq!(control, "cpu memory pids\n", "rewritten although enabled");
         // A leaf that exists already is a leftover, not something to reuse.
-        let e = create_v2(root.path(), "lease-1").unwrap_err().to_string();
+        let mut made = Vec::new();
+        let e = create_v2(root.path(), "lease-1", &mut made)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("mkdir"), "{e}");
+        assert!(made.is_empty(), "another's leaf counted as made");
     }
 
     #[test]

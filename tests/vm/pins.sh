@@ -1,7 +1,7 @@
 # Every download the VM rig makes, pinned. Sourced by fetch.sh. When Debian
 # drops a pinned version from its mirrors, fetch.sh fails naming it: update
-# the version and its sha256 here together (`tests/vm/fetch.sh --print-sha`
-# prints what it downloaded).
+# the version and its sha256 here together (`sha256sum` of the new .deb in
+# the cache's debs/; a mismatch is reported with both digests).
 
 DEBIAN_MIRROR=http://deb.debian.org/debian
 DEBIAN_SECURITY=http://deb.debian.org/debian-security

@@ -11,7 +11,8 @@
 # COMMAND is a shell command line run with sh -c in the checkout, with
 # DEDGE_REQUIRE_SANDBOX=1 (a sandbox test that would skip fails instead).
 # --guestfwd PORT lets the guest reach the host's 127.0.0.1:PORT as
-# 10.0.2.2:PORT; --hostfwd exposes a guest port on the host's loopback.
+# 10.0.2.100:PORT (libslirp refuses a guestfwd on its own 10.0.2.2);
+# --hostfwd exposes a guest port on the host's loopback.
 # The exit status is the command's; a guest that dies or overruns the
 # deadline fails with its console output already on stdout.
 set -euo pipefail
@@ -31,8 +32,9 @@ while [ $# -gt 0 ]; do
         --timeout) timeout=$2; shift 2 ;;
         --mem) mem=$2; shift 2 ;;
         --smp) smp=$2; shift 2 ;;
-        --guestfwd) guestfwd+=("$2"); shift 2 ;;
-        --hostfwd) hostfwd+=("$2"); shift 2 ;;
+        # Digits only: a value is pasted into qemu's -nic option list.
+        --guestfwd) [[ $2 =~ ^[0-9]{1,5}$ ]] || die "--guestfwd takes a port, not '$2'"; guestfwd+=("$2"); shift 2 ;;
+        --hostfwd) [[ $2 =~ ^[0-9]{1,5}:[0-9]{1,5}$ ]] || die "--hostfwd takes HOSTPORT:GUESTPORT, not '$2'"; hostfwd+=("$2"); shift 2 ;;
         --) shift; break ;;
         *) die "run.sh: unknown option '$1' (see the header of tests/vm/run.sh)" ;;
     esac
@@ -40,6 +42,9 @@ done
 [ $# -gt 0 ] || die "run.sh: no command given"
 case "$cgroup" in v1|v2) ;; *) die "--cgroup must be v1 or v2, not '$cgroup'";; esac
 case "$init" in shell|systemd) ;; *) die "--init must be shell or systemd, not '$init'";; esac
+# The checkout's path goes onto the kernel command line and into a unit.
+[[ $repo =~ ^[A-Za-z0-9/._+-]+$ ]] || die "the checkout's path '$repo' has characters the rig cannot pass to a guest"
+
 command=$*
 
 kdir=$VM_CACHE/kernel-$arch
@@ -78,7 +83,7 @@ rm -rf "$ird"
 net=(-nic none)
 if [ ${#guestfwd[@]} -gt 0 ] || [ ${#hostfwd[@]} -gt 0 ]; then
     nic="user,model=virtio-net-pci,restrict=on"
-    for p in "${guestfwd[@]}"; do nic+=",guestfwd=tcp:10.0.2.2:$p-tcp:127.0.0.1:$p"; done
+    for p in "${guestfwd[@]}"; do nic+=",guestfwd=tcp:10.0.2.100:$p-tcp:127.0.0.1:$p"; done
     for p in "${hostfwd[@]}"; do nic+=",hostfwd=tcp:127.0.0.1:${p%%:*}-:${p#*:}"; done
     net=(-nic "$nic")
 fi
