@@ -263,6 +263,8 @@ fn build_layout(dir: &Path) -> Result<PathBuf, String> {
     sh(Command::new("umoci")
         .args(["repack", "--image", &image])
         .arg(&work))?;
+    // The platform this benchmark runs on (the VM rig runs it on ARM kernels).
+    let here = Arch::of_this_build().ok_or("not a gateway architecture")?;
     sh(Command::new("umoci").args([
         "config",
         "--image",
@@ -272,7 +274,7 @@ fn build_layout(dir: &Path) -> Result<PathBuf, String> {
         "--os",
         "linux",
         "--architecture",
-        "amd64",
+        &Platform::of(here).architecture,
     ]))?;
     Ok(img)
 }

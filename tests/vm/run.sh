@@ -82,10 +82,11 @@ rm -rf "$ird"
 # --- networking: none, or user-mode restricted to forwards ----------------
 net=(-nic none)
 if [ ${#guestfwd[@]} -gt 0 ] || [ ${#hostfwd[@]} -gt 0 ]; then
-    nic="user,model=virtio-net-pci,restrict=on"
+    nic="user,id=n0,restrict=on"
     for p in "${guestfwd[@]}"; do nic+=",guestfwd=tcp:10.0.2.100:$p-tcp:127.0.0.1:$p"; done
     for p in "${hostfwd[@]}"; do nic+=",hostfwd=tcp:127.0.0.1:${p%%:*}-:${p#*:}"; done
-    net=(-nic "$nic")
+    # No option ROM: the kernel is booted directly, and ipxe is not unpacked.
+    net=(-netdev "$nic" -device virtio-net-pci,netdev=n0,romfile=)
 fi
 
 append="console=$console panic=-1 quiet loglevel=3 rdinit=/init"
