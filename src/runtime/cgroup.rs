@@ -394,9 +394,6 @@ impl Cgroup {
         s
     }
 
-    /// Kills every task: frozen first so nothing forks while it is being
-    /// killed, then SIGKILL to each, thawed so the kills land, and waited
-    /// for until the cgroup is empty.
     /// Whether any task is left in the cgroup or below it (v2 says so in
     /// `cgroup.events`; v1 has only the cgroup's own task list).
     fn populated(&self) -> bool {
@@ -408,6 +405,10 @@ impl Cgroup {
         !self.pids().is_empty()
     }
 
+    /// Kills every task and waits until the cgroup is empty: on v2 through
+    /// `cgroup.kill` where the kernel has it; elsewhere frozen first so
+    /// nothing forks while it is being killed, SIGKILL to each, thawed so
+    /// the kills land.
     pub fn kill_all(&self) -> Result<()> {
         if !self.exists_any() || !self.populated() {
             // Nothing to kill (the usual case once init has exited: its
