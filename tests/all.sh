@@ -2,7 +2,8 @@
 # The whole test suite, as CI runs it: formatting, lints, the contracts' forge
 # tests, host tests, the static ARM builds with their unit tests under qemu,
 # and the sandbox suite on real x86_64, aarch64 and ARMv7 kernels under QEMU
-# (tests/vm/, cgroup v2 and v1). Run tests/setup.sh first.
+# (tests/vm/, cgroup v2 and v1), and a whole lease on aarch64 and ARMv7
+# gateways under systemd (tests/vm/lease.sh). Run tests/setup.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null && [ -f "$HOME/.cargo/env" ]; then
@@ -42,6 +43,14 @@ if [ "$(id -u)" != 0 ]; then
     echo "SKIP: THE VM SUITE NEEDS ROOT (it builds guest rootfs and runs the sandbox as root in them)"
 else
     tests/vm/suite.sh
+fi
+
+step "a whole lease on aarch64 and ARMv7 under systemd with cgroup v2 (tests/vm/lease.sh)"
+if [ "$(id -u)" != 0 ]; then
+    echo "SKIP: THE VM LEASE TEST NEEDS ROOT"
+else
+    tests/vm/lease.sh arm64
+    tests/vm/lease.sh armhf
 fi
 
 step "all checks passed in $((SECONDS - start)) s"

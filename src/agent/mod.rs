@@ -16,7 +16,9 @@
 //! - `endpoint`: the advertised endpoint, p2p sessions with buyers;
 //! - `advert`: the gateway's advert on chain, made and renewed;
 //! - `backends`: a buyer's backend endpoints, checked and wired into its
-//!   container.
+//!   container;
+//! - `holder`: the process of `dedge-leases.service`, which holds the
+//!   delegated cgroup leases run in (systemd).
 //!
 //! `daemon` puts them together: `handle` answers buyers, `tick` enforces
 //! and settles.
@@ -28,6 +30,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod endpoint;
 pub mod enforce;
+pub mod holder;
 pub mod lease;
 pub mod offers;
 pub mod payment;

@@ -28,6 +28,8 @@ pub struct CgroupSupport {
     pub v1: Vec<String>,
     /// Controllers enabled at the root of the v2 (unified) hierarchy, if one is mounted.
     pub v2: Option<Vec<String>>,
+    /// Where that hierarchy is mounted.
+    pub v2_mount: Option<PathBuf>,
 }
 
 /// Controllers a lease's sandbox needs on each version. On v2 the freezer is
@@ -94,6 +96,7 @@ impl CgroupSupport {
                     let mp = PathBuf::from(unescape_mountinfo(mount_point));
                     let controllers = read_controllers(&mp).unwrap_or_default();
                     support.v2 = Some(controllers.split_whitespace().map(String::from).collect());
+                    support.v2_mount = Some(mp);
                 }
                 _ => {}
             }
@@ -222,6 +225,8 @@ pub fn check_host(board: &Board, facts: &HostFacts) -> Vec<Finding> {
     }
     if let Some(finding) = check_cgroups(board.board.cgroup, &facts.cgroups) {
         out.push(finding);
+    } else if let Some(finding) = check_cgroup_parent(board, &facts.cgroups) {
+        out.push(finding);
     }
     out.extend(check_secret_files(board));
     out
@@ -288,6 +293,69 @@ fn check_cgroups(mode: CgroupMode, have: &CgroupSupport) -> Option<Finding> {
         path: key_path!("board", "cgroup"),
         message,
         hint: memory_hint().or(Some("set cgroup to the version this OS mounts".into())),
+    })
+}
+
+/// On a unified (v2) host, the cgroup leases go under must be one the
+/// agent may use: present when named (under systemd it is the delegated
+/// `dedge-leases.service`, never made by the agent), given cpu, memory and
+/// pids by its parent, and a domain cgroup (memory and pids cannot run in
+/// threaded mode).
+fn check_cgroup_parent(board: &Board, have: &CgroupSupport) -> Option<Finding> {
+    // The runtime drives v2 only where it is mounted at /sys/fs/cgroup.
+    let mount = have
+        .v2_mount
+        .as_deref()
+        .filter(|m| *m == Path::new("/sys/fs/cgroup"))?;
+    let v2_in_use = match board.board.cgroup {
+        CgroupMode::V1 => false,
+        CgroupMode::V2 => true,
+        CgroupMode::Auto => have.missing_v2().is_some_and(|m| m.is_empty()),
+    };
+    v2_in_use.then(|| check_parent_dir(board, mount)).flatten()
+}
+
+fn check_parent_dir(board: &Board, mount: &Path) -> Option<Finding> {
+    let parent = &board.agent.cgroup_parent;
+    let dir = mount.join(parent.relative());
+    let finding = |message: String, hint: &str| Finding {
+        path: key_path!("agent", "cgroup_parent"),
+        message,
+        hint: Some(hint.into()),
+    };
+    if !dir.is_dir() {
+        if *parent == Default::default() {
+            return None; // the agent makes /dedge itself
+        }
+        return Some(finding(
+            format!("the cgroup {parent} does not exist"),
+            "under systemd it is the cgroup of dedge-leases.service: install \
+             boards/dedge-leases.service and `systemctl enable --now dedge-leases`",
+        ));
+    }
+    let kind = fs::read_to_string(dir.join("cgroup.type")).unwrap_or_default();
+    if kind.trim() != "domain" {
+        return Some(finding(
+            format!(
+                "the cgroup {parent} is `{}`, not a domain cgroup",
+                kind.trim()
+            ),
+            "leases need the memory and pids controllers, which threaded cgroups cannot \
+             have: use a cgroup outside any threaded subtree",
+        ));
+    }
+    let controllers = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let have: Vec<String> = controllers.split_whitespace().map(String::from).collect();
+    let lacking = missing(NEEDED_V2, &have);
+    (!lacking.is_empty()).then(|| {
+        finding(
+            format!(
+                "the cgroup {parent} is not given controllers: {}",
+                lacking.join(", ")
+            ),
+            "its unit needs Delegate=yes (boards/dedge-leases.service has it), and each \
+             ancestor must enable them in cgroup.subtree_control",
+        )
     })
 }
 
@@ -391,6 +459,38 @@ mod tests {
         let s = CgroupSupport::from_mountinfo(UNIFIED, |_| Some("cpu memory pids io".into()));
         assert!(check_cgroups(CgroupMode::V2, &s).is_none());
         assert!(check_cgroups(CgroupMode::V1, &s).is_some());
+    }
+
+    #[test]
+    fn the_cgroup_parent_must_exist_be_a_domain_and_have_controllers() {
+        let dev = include_str!("../../boards/dev-x86_64.toml").to_string();
+        let mut board = crate::board::BoardFile::parse(Path::new("/b/dev.toml"), dev)
+            .unwrap()
+            .board;
+        let root = tempfile::tempdir().unwrap();
+        // The default parent may be missing: the agent makes it.
+        assert!(check_parent_dir(&board, root.path()).is_none());
+        board.agent.cgroup_parent = "/system.slice/dedge-leases.service".parse().unwrap();
+        let f = check_parent_dir(&board, root.path()).unwrap();
+        assert!(f.message.contains("does not exist"), "{}", f.message);
+        assert!(f.hint.unwrap().contains("dedge-leases"));
+        let dir = root.path().join("system.slice/dedge-leases.service");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("cgroup.type"), "threaded\n").unwrap();
+        fs::write(dir.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let f = check_parent_dir(&board, root.path()).unwrap();
+        assert!(f.message.contains("not a domain cgroup"), "{}", f.message);
+        fs::write(dir.join("cgroup.type"), "domain\n").unwrap();
+        fs::write(dir.join("cgroup.controllers"), "cpu pids\n").unwrap();
+        let f = check_parent_dir(&board, root.path()).unwrap();
+        assert!(f.message.ends_with("controllers: memory"), "{}", f.message);
+        assert!(f.hint.unwrap().contains("Delegate=yes"));
+        fs::write(
+            dir.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        assert!(check_parent_dir(&board, root.path()).is_none());
     }
 
     #[test]

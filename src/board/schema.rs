@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::values::{
-    Arch, CgroupMode, ContractAddress, EdgexAuth, HttpUrl, LogFormat, LogLevel, PublicEndpoint,
+    Arch, CgroupMode, CgroupParent, ContractAddress, EdgexAuth, HttpUrl, LogFormat, LogLevel,
+    PublicEndpoint,
 };
 use crate::units::{ByteSize, Edg, HumanDuration};
 
@@ -70,6 +71,10 @@ pub struct Agent {
     /// Which of a buyer's backend endpoints a container may be wired to.
     #[serde(default)]
     pub backends: BackendPolicy,
+    /// Where leases' cgroups go (`/dedge` unless set; under systemd the
+    /// cgroup of the delegated `dedge-leases.service`).
+    #[serde(default)]
+    pub cgroup_parent: CgroupParent,
 }
 
 /// `[agent] backends`: where leased containers may reach out to, through

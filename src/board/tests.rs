@@ -210,6 +210,7 @@ fn host_check_compares_with_the_machine() {
                 .map(String::from)
                 .to_vec(),
             v2: None,
+            v2_mount: None,
         },
     };
     let Err(Error::Invalid { problems }) = b.check_host(&small) else {

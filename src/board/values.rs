@@ -295,6 +295,58 @@ impl fmt::Display for PublicEndpoint {
 
 deserialize_via_from_str!(PublicEndpoint, "host:port");
 
+/// `[agent] cgroup_parent`: the absolute cgroup path (in the unified
+/// hierarchy, or in each v1 hierarchy) the agent makes its leases' cgroups
+/// under. Components are plain names, so no value can climb out of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupParent(String);
+
+impl CgroupParent {
+    /// The path without its leading `/`, as the runtime joins it.
+    pub fn relative(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for CgroupParent {
+    /// `/dedge`, beside the init system's own cgroups: for machines without
+    /// systemd. Under systemd, the delegated `dedge-leases.service`.
+    fn default() -> Self {
+        CgroupParent("dedge".into())
+    }
+}
+
+impl FromStr for CgroupParent {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rel = text.strip_prefix('/').ok_or_else(|| {
+            format!("`{text}` is not an absolute cgroup path (e.g. \"/system.slice/dedge-leases.service\")")
+        })?;
+        let plain = |c: &str| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        if rel.is_empty() || !rel.split('/').all(plain) {
+            return Err(format!(
+                "`{text}`: every component of a cgroup path must be a plain name \
+                 (letters, digits, `-`, `_`, `.`; not `.` or `..`), and the root itself is refused"
+            ));
+        }
+        Ok(CgroupParent(rel.to_string()))
+    }
+}
+
+impl fmt::Display for CgroupParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}", self.0)
+    }
+}
+
+deserialize_via_from_str!(CgroupParent, "an absolute cgroup path");
+
 /// A deployed contract's address. Mixed-case text must carry a valid EIP-55
 /// checksum, which catches a mistyped character; the zero address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -369,6 +421,19 @@ mod tests {
         ] {
             let err = bad.parse::<HttpUrl>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cgroup_parents_are_absolute_plain_paths() {
+        let p: CgroupParent = "/system.slice/dedge-leases.service".parse().unwrap();
+        assert_eq!(p.relative(), "system.slice/dedge-leases.service");
+        assert_eq!(p.to_string(), "/system.slice/dedge-leases.service");
+        assert_eq!(CgroupParent::default().to_string(), "/dedge");
+        for bad in [
+            "", "/", "dedge", "/a/../b", "/a//b", "/a/./b", "/a b", "/a\n", "/x/",
+        ] {
+            assert!(bad.parse::<CgroupParent>().is_err(), "{bad:?} accepted");
         }
     }
 

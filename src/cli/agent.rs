@@ -14,6 +14,7 @@ use crate::units::Edg;
 pub const USAGE: &str = "\
 Usage: dedge agent --board BOARD
        dedge agent status --board BOARD [--json]
+       dedge agent hold-cgroups
 
   (no command)  run the seller agent: serve buyers on the board's `listen`
                 address (p2p), accept offers that fit, take payments, run
@@ -21,6 +22,10 @@ Usage: dedge agent --board BOARD
                 cleanly on SIGINT/SIGTERM; a restart resumes every lease.
   status        the running agent's leases, resources held and earnings
                 (from <data_dir>/agent-status.json, written every second)
+  hold-cgroups  the process of dedge-leases.service (systemd, cgroup v2):
+                moves into a leaf of its delegated cgroup, enables the
+                sandbox's controllers below it, and holds it for the
+                agent's leases (the board's cgroup_parent) until stopped
 
 Options:
   --json      status as JSON
@@ -42,6 +47,11 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
             Short('h') | Long("help") => return say!("{USAGE}"),
             other => return Err(other.unexpected().into()),
         }
+    }
+    if sub.as_deref() == Some("hold-cgroups") {
+        catch_interrupts();
+        crate::agent::holder::hold(&INTERRUPTED).map_err(|e| Error::Runtime(chain_of(&e)))?;
+        return Ok(());
     }
     if chain.board.is_none() {
         return Err(Error::Usage("dedge agent needs --board BOARD".into()));
@@ -123,4 +133,16 @@ fn status(board: Option<&std::path::Path>, json: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// An error and its causes on one line, outermost first.
+fn chain_of(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

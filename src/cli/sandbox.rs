@@ -243,21 +243,23 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             "dedge sandbox needs root (namespaces, mounts, cgroups)".into(),
         ));
     }
-    let (data, arch, cgroup) = match &a.board {
+    let (data, arch, cgroup, base) = match &a.board {
         Some(path) => {
             let b = BoardFile::load(path)
                 .map_err(|e| Error::Config(e.to_string()))?
                 .board;
-            (b.agent.data_dir, b.board.arch, b.board.cgroup)
+            let base = b.agent.cgroup_parent;
+            (b.agent.data_dir, b.board.arch, b.board.cgroup, base)
         }
         None => (
             PathBuf::from("/run/dedge"),
             Arch::of_this_build()
                 .ok_or_else(|| Error::Runtime("unsupported architecture".into()))?,
             CgroupMode::Auto,
+            Default::default(),
         ),
     };
-    let parent = crate::runtime::cgroup::parent_for("cli", &data);
+    let parent = crate::runtime::cgroup::parent_for(base.relative(), "cli", &data);
     // Records as files: a one-shot command should not open (and lock) the
     // state database just to run a container; images still live there.
     let rt = Runtime::open(
@@ -265,6 +267,7 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             dir: data.join("sandbox"),
             cgroup,
             cgroup_parent: parent.clone(),
+            cgroup_delegated: (base != Default::default()).then(|| base.relative().to_string()),
             die_with_parent: true,
         },
         RecordStore::Files,

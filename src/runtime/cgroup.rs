@@ -139,15 +139,50 @@ impl Cgroup {
     /// Makes the cgroup and applies `limits`; fails closed: if a controller
     /// is missing or a limit does not stick, nothing is left behind.
     pub fn create(mode: CgroupMode, path: &str, limits: &Limits) -> Result<Cgroup> {
+        Cgroup::create_within(mode, None, path, limits)
+    }
+
+    /// `create`, below `delegated` when given: a cgroup someone else owns
+    /// (systemd's `dedge-leases.service`) that must already exist. It is
+    /// never made and nothing at or above it is written but its own
+    /// `cgroup.subtree_control`, so a lease can never re-create a unit's
+    /// cgroup that systemd removed (it would run outside every unit, and
+    /// the unit could not start again).
+    pub fn create_within(
+        mode: CgroupMode,
+        delegated: Option<&str>,
+        path: &str,
+        limits: &Limits,
+    ) -> Result<Cgroup> {
         let cg = Cgroup::load(mode, path)?;
         if cg.exists_any() {
             return Err(err(path, "already exists (a leftover of an earlier run?)"));
         }
+        let (start, below) = match delegated {
+            Some(base) => {
+                let below = path
+                    .strip_prefix(base)
+                    .and_then(|r| r.strip_prefix('/'))
+                    .ok_or_else(|| err(path, format!("is not below /{base}")))?;
+                let dirs = Cgroup::load(mode, base)?.dirs();
+                if dirs.is_empty() || dirs.iter().any(|d| !d.is_dir()) {
+                    return Err(err(
+                        path,
+                        format!(
+                            "its delegated parent /{base} does not exist (under systemd: is \
+                             dedge-leases.service running?)"
+                        ),
+                    ));
+                }
+                (Path::new(V2_ROOT).join(base), below)
+            }
+            None => (PathBuf::from(V2_ROOT), path),
+        };
         // v2: the directories this call made, so a failure removes exactly
         // those (never a leaf someone else made between the check and mkdir).
         let mut made_dirs = Vec::new();
         let made = if cg.v2 {
-            create_v2(Path::new(V2_ROOT), path, &mut made_dirs)
+            create_v2(&start, below, &mut made_dirs)
         } else {
             cg.cg.create().map_err(|e| err(path, e))
         };
@@ -172,6 +207,11 @@ impl Cgroup {
 
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// Whether `path` exists (in any hierarchy, on v1).
+    pub fn exists(mode: CgroupMode, path: &str) -> Result<bool> {
+        Ok(Cgroup::load(mode, path)?.exists_any())
     }
 
     pub fn is_v2(&self) -> bool {
@@ -606,21 +646,80 @@ fn parse_keyed(text: &str, key: &str) -> Option<u64> {
     })
 }
 
-/// One cgroup parent per role and data directory (`dedge/agent-1a2b3c4d`):
-/// a runtime removes every cgroup under its parent that it has no record
-/// of, so runtimes with different data directories must never share one
-/// (two with the same directory cannot run at once: its state database is
-/// locked).
-pub fn parent_for(role: &str, data: &std::path::Path) -> String {
+/// One cgroup parent per role and data directory, under `base`
+/// (`dedge/agent-1a2b3c4d`): a runtime removes every cgroup under its
+/// parent that it has no record of, so runtimes with different data
+/// directories must never share one (two with the same directory cannot
+/// run at once: its state database is locked).
+pub fn parent_for(base: &str, role: &str, data: &std::path::Path) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
     let tag: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
-    format!("dedge/{role}-{tag}")
+    format!("{base}/{role}-{tag}")
+}
+
+/// This process's cgroup in the unified hierarchy (the `0::` line of
+/// `/proc/self/cgroup`), without its leading `/`; `None` at the root or on
+/// a v1-only machine.
+pub fn own_v2() -> Result<Option<String>> {
+    let text = fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| Error::Cgroup(format!("/proc/self/cgroup: {e}")))?;
+    Ok(parse_own_v2(&text))
+}
+
+fn parse_own_v2(text: &str) -> Option<String> {
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let rel = path.trim().trim_start_matches('/');
+    (!rel.is_empty()).then(|| rel.to_string())
+}
+
+/// Makes this process the only member of `<own>/<leaf>`, then enables the
+/// sandbox's controllers for `<own>`'s children: cgroup v2 lets a cgroup
+/// give controllers to children only while it has no processes of its own
+/// (systemd starts a delegated service's process in the unit's cgroup).
+/// Returns the leaf's path.
+pub fn move_to_leaf(own: &str, leaf: &str) -> Result<String> {
+    check_path(own)?;
+    check_path(leaf)?;
+    let root = Path::new(V2_ROOT);
+    let dir = root.join(own).join(leaf);
+    match fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(own, format!("mkdir {}: {e}", dir.display()))),
+    }
+    write_cgroup_file(&dir.join("cgroup.procs"), &std::process::id().to_string())?;
+    enable_v2_controllers(&root.join(own), own)?;
+    Ok(format!("{own}/{leaf}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn create_v2_below_a_base_never_makes_the_base() {
+        // create_v2 starts at the base: a base systemd removed is an error
+        // (ENOENT), not re-created.
+        let root = fake_v2_root("cpu memory pids", "cpu memory pids");
+        let base = root.path().join("system.slice/dedge-leases.service");
+        let mut made = Vec::new();
+        let e = create_v2(&base, "agent-1/lease-1", &mut made).unwrap_err();
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        assert!(made.is_empty());
+        assert!(!base.exists());
+    }
+
+    #[test]
+    fn own_cgroup_is_the_unified_line() {
+        let text = "12:pids:/system.slice/x.service\n0::/system.slice/dedge-leases.service\n";
+        assert_eq!(
+            parse_own_v2(text).as_deref(),
+            Some("system.slice/dedge-leases.service")
+        );
+        assert_eq!(parse_own_v2("0::/\n"), None);
+        assert_eq!(parse_own_v2("4:memory:/x\n"), None);
+    }
 
     #[test]
     fn paths_that_leave_the_parent_are_refused() {

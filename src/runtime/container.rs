@@ -170,6 +170,7 @@ pub struct Runtime {
     records: RecordStore,
     mode: CgroupMode,
     parent: String,
+    delegated: Option<String>,
     /// Pipes to containers waiting for `start`; lost on restart, which is
     /// why created-but-not-started containers are removed at recovery.
     waiting: Mutex<HashMap<String, Spawned>>,
@@ -201,6 +202,10 @@ pub struct Config {
     /// Relative cgroup path all containers go under (e.g. `dedge/agent`).
     /// Everything below it belongs to this runtime: leftovers are removed.
     pub cgroup_parent: String,
+    /// A cgroup someone else owns that `cgroup_parent` lies in (systemd's
+    /// delegated `dedge-leases.service`): it must exist, is never made,
+    /// and nothing above it is written.
+    pub cgroup_delegated: Option<String>,
     /// Shims die with the calling thread (CLI) instead of outliving it (agent).
     pub die_with_parent: bool,
 }
@@ -208,12 +213,21 @@ pub struct Config {
 impl Runtime {
     /// Opens the runtime and recovers what an earlier run left.
     pub fn open(cfg: Config, records: RecordStore) -> Result<Runtime> {
+        if let Some(base) = &cfg.cgroup_delegated {
+            if !Cgroup::exists(cfg.cgroup, base)? {
+                return Err(Error::Cgroup(format!(
+                    "/{base}: the delegated cgroup parent does not exist (under systemd: is \
+                     dedge-leases.service running?)"
+                )));
+            }
+        }
         fs::create_dir_all(&cfg.dir).map_err(io(&cfg.dir))?;
         let rt = Runtime {
             records,
             dir: cfg.dir,
             mode: cfg.cgroup,
             parent: cfg.cgroup_parent,
+            delegated: cfg.cgroup_delegated,
             waiting: Mutex::new(HashMap::new()),
             die_with_parent: cfg.die_with_parent,
         };
@@ -287,7 +301,9 @@ impl Runtime {
         let plan =
             Plan::new(spec, &rootfs, &dir, &output, self.die_with_parent).map_err(cleanup)?;
         let path = self.cgroup_path(id);
-        let cgroup = Cgroup::create(self.mode, &path, &spec.limits).map_err(cleanup)?;
+        let cgroup =
+            Cgroup::create_within(self.mode, self.delegated.as_deref(), &path, &spec.limits)
+                .map_err(cleanup)?;
         let spawned = match process::spawn(&plan, output, &cgroup) {
             Ok(s) => s,
             Err(e) => {

@@ -183,6 +183,23 @@ mod tests {
         s: String,
     }
 
+    /// sled's flusher thread holds the file lock a moment after the last
+    /// handle is dropped (long enough under qemu-user to fail a reopen):
+    /// waits for it, as a restarted process never has to.
+    fn reopen(path: &std::path::Path) -> Store {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Store::open(path) {
+                Err(e)
+                    if e.to_string().contains("lock") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn values_round_trip_and_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
@@ -208,7 +225,7 @@ mod tests {
             t.remove(b"b").unwrap();
             store.flush().unwrap();
         }
-        let store = Store::open(dir.path()).unwrap();
+        let store = reopen(dir.path());
         let t = store.tree("t").unwrap();
         assert_eq!(
             t.get::<Rec>(b"a").unwrap(),

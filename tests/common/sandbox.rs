@@ -88,6 +88,7 @@ impl Env {
             dir: self.dir.path().join("containers"),
             cgroup: CgroupMode::Auto,
             cgroup_parent: self.parent.clone(),
+            cgroup_delegated: None,
             die_with_parent: false,
         }
     }

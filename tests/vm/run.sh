@@ -83,7 +83,9 @@ rm -rf "$ird"
 net=(-nic none)
 if [ ${#guestfwd[@]} -gt 0 ] || [ ${#hostfwd[@]} -gt 0 ]; then
     nic="user,id=n0,restrict=on"
-    for p in "${guestfwd[@]}"; do nic+=",guestfwd=tcp:10.0.2.100:$p-tcp:127.0.0.1:$p"; done
+    # One forwarder process per guest connection (tests/vm/forward.py).
+    python=$(command -v python3) || die "--guestfwd needs python3 on the host"
+    for p in "${guestfwd[@]}"; do nic+=",guestfwd=tcp:10.0.2.100:$p-cmd:$python $here/forward.py $p"; done
     for p in "${hostfwd[@]}"; do nic+=",hostfwd=tcp:127.0.0.1:${p%%:*}-:${p#*:}"; done
     # No option ROM: the kernel is booted directly, and ipxe is not unpacked.
     net=(-netdev "$nic" -device virtio-net-pci,netdev=n0,romfile=)

@@ -3,7 +3,7 @@
 # guest command's exit status comes back as it was, a guest that overruns
 # its deadline fails (no hang), the guest has no network interface but
 # loopback unless a run forwards ports, and with forwards it reaches the
-# forwarded host port and nothing else (restrict=on).
+# forwarded host port, once per connection, and nothing else (restrict=on).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/vm/lib.sh
@@ -34,23 +34,22 @@ import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(2); s.settimeout(240)
 open(sys.argv[2], "w").close()
-for _ in range(2):  # the forward, then (if restrict failed) the gateway address
+for _ in range(3):  # the forward twice, then (if restrict failed) the gateway address
     c, _ = s.accept(); c.sendall(b"pong\n"); c.close()
 PY
 server=$!
-# qemu connects a guestfwd's chardev when it starts: the server must listen first.
 for _ in $(seq 100); do [ -e "$ready" ] && break; sleep 0.1; done
 [ -e "$ready" ] || die "selftest: the host-side test server did not start"
 rm -f "$ready"
 set +e
 out=$("$here/run.sh" --arch "$arch" --timeout 150 --guestfwd "$port" -- \
-    "busybox timeout 20 busybox nc 10.0.2.100 $port </dev/null; echo step1; \
+    "for i in 1 2; do busybox timeout 20 busybox nc 10.0.2.100 $port </dev/null; done; echo step1; \
      busybox timeout 5 busybox nc 10.0.2.2 $port </dev/null | grep -q pong && echo REACHED-HOST; \
      busybox timeout 5 busybox nc 1.1.1.1 80 </dev/null && echo REACHED-WORLD; exit 0" 2>&1 | tr -d '\r')
 rc=$?
 set -e
 kill "$server" 2>/dev/null || true
 [ $rc = 0 ] || die "selftest: the forwarding run failed ($rc): $out"
-grep -qx pong <<<"$out" || die "selftest: the guest did not reach the forwarded host port: $out"
+[ "$(grep -cx pong <<<"$out")" = 2 ] || die "selftest: the guest did not reach the forwarded host port twice (one connection each): $out"
 ! grep -q REACHED <<<"$out" || die "selftest: the guest reached more than its forward: $out"
 echo "vm selftest: exit status kept, deadline enforced, no network, forwards only ($arch)"
