@@ -20,22 +20,38 @@ fn dedge(args: &[&str]) -> Output {
     .expect("run dedge")
 }
 
-/// The systemd unit shipped for gateway images runs a command line the
-/// binary accepts, and keeps leases' containers alive across restarts.
-#[test]
-fn the_systemd_unit_runs_the_agent_and_spares_containers() {
-    let unit = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/dedge-agent.service"),
+fn unit_key(unit: &str, key: &str) -> Option<String> {
+    unit.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+}
+
+fn shipped(name: &str) -> String {
+    fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("boards")
+            .join(name),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// The systemd units shipped for gateway images run command lines the
+/// binary accepts; the agent's unit keeps leases' containers alive across
+/// restarts and holds no cgroup (a delegated unit with controllers enabled
+/// below it cannot restart on systemd 252); the leases' unit is delegated.
+#[test]
+fn the_systemd_units_run_the_agent_and_hold_the_leases_cgroup() {
+    let agent = shipped("dedge-agent.service");
     let line = |key: &str| {
-        unit.lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("no {key}= in the unit"))
-            .to_string()
+        unit_key(&agent, key).unwrap_or_else(|| panic!("no {key}= in the agent's unit"))
     };
     assert_eq!(line("KillMode"), "process");
-    assert_eq!(line("Delegate"), "yes");
+    assert_eq!(
+        unit_key(&agent, "Delegate"),
+        None,
+        "the agent's unit must not be delegated"
+    );
+    assert_eq!(line("Requires"), "dedge-leases.service");
     let exec = line("ExecStart");
     let mut args: Vec<&str> = exec.split_whitespace().skip(1).collect();
     assert_eq!(&args[..2], ["agent", "--board"], "{exec}");
@@ -43,6 +59,49 @@ fn the_systemd_unit_runs_the_agent_and_spares_containers() {
     let out = dedge(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("dedge agent --board BOARD"));
+
+    let leases = shipped("dedge-leases.service");
+    let line = |key: &str| {
+        unit_key(&leases, key).unwrap_or_else(|| panic!("no {key}= in the leases' unit"))
+    };
+    assert_eq!(line("Delegate"), "yes");
+    assert_eq!(line("Type"), "notify");
+    let exec = line("ExecStart");
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert_eq!(args, ["agent", "hold-cgroups"], "{exec}");
+    // Every shipped gateway board on cgroup v2 puts its leases there.
+    for entry in fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards")).unwrap() {
+        let path = entry.unwrap().path();
+        let board = fs::read_to_string(&path).unwrap_or_default();
+        if path.extension().is_some_and(|e| e == "toml") && board.contains("cgroup = \"v2\"") {
+            assert!(
+                board.contains("cgroup_parent = \"/system.slice/dedge-leases.service\""),
+                "{} runs cgroup v2 but not in dedge-leases.service",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Outside systemd, `hold-cgroups` says what it needs instead of holding
+/// the wrong cgroup.
+#[test]
+fn hold_cgroups_outside_a_delegated_v2_unit_is_refused() {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if unified && !own.lines().any(|l| l == "0::/") {
+        eprintln!(
+            "SKIP: this host is unified cgroup v2 with a cgroup of its own (tests/vm/lease.sh covers hold-cgroups)"
+        );
+        return;
+    }
+    let out = dedge(&["agent", "hold-cgroups"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Delegate=yes"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The harness's own deadline works: a hung helper fails the test.

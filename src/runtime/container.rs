@@ -692,6 +692,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_missing_delegated_parent_is_refused_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = "system.slice/dedge-test-missing-unit.service";
+        let e = Runtime::open(
+            Config {
+                dir: dir.path().join("containers"),
+                cgroup: CgroupMode::Auto,
+                cgroup_parent: format!("{base}/agent-00000000"),
+                cgroup_delegated: Some(base.into()),
+                die_with_parent: false,
+            },
+            RecordStore::Files,
+        )
+        .err()
+        .expect("a runtime opened below a missing delegated cgroup");
+        assert!(
+            e.to_string().contains("dedge-leases.service running"),
+            "{e}"
+        );
+        assert!(!Cgroup::exists(CgroupMode::Auto, base).unwrap());
+        assert!(
+            !dir.path().join("containers").exists(),
+            "state made before the refusal"
+        );
+    }
+
+    #[test]
     fn ids_that_are_not_plain_names_are_refused() {
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(65)] {
             assert!(check_id(bad).is_err(), "{bad:?} accepted");
