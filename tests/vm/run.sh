@@ -44,6 +44,8 @@ case "$cgroup" in v1|v2) ;; *) die "--cgroup must be v1 or v2, not '$cgroup'";; 
 case "$init" in shell|systemd) ;; *) die "--init must be shell or systemd, not '$init'";; esac
 # The checkout's path goes onto the kernel command line and into a unit.
 [[ $repo =~ ^[A-Za-z0-9/._+-]+$ ]] || die "the checkout's path '$repo' has characters the rig cannot pass to a guest"
+# systemd mounts its own /run (and the kernel's filesystems) over a checkout there.
+case "$repo/" in /run/*|/proc/*|/sys/*|/dev/*) die "the checkout '$repo' is where a guest mounts its own filesystems: clone it elsewhere" ;; esac
 
 command=$*
 
