@@ -96,11 +96,6 @@ impl Agent {
         )?;
         let receiver = Receiver::new(store.clone(), d.chain_id, d.channels, signer.address())
             .map_err(|e| setup("channels")(e.to_string()))?;
-        // A named parent is someone else's (under systemd, the delegated
-        // dedge-leases.service): never made here, or leases would run
-        // outside every unit.
-        let parent = &board.agent.cgroup_parent;
-        let delegated = (*parent != Default::default()).then(|| parent.relative().to_string());
         let runtime = Runtime::open(
             Config {
                 dir: data.join("containers"),
@@ -110,7 +105,8 @@ impl Agent {
                     "agent",
                     &data,
                 ),
-                cgroup_delegated: delegated,
+                // A named parent is someone else's: never made here.
+                cgroup_delegated: board.agent.cgroup_parent.delegated().map(String::from),
                 die_with_parent: false,
             },
             RecordStore::sled(&store).map_err(|e| setup("containers")(e.to_string()))?,

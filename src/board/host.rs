@@ -324,16 +324,22 @@ fn check_parent_dir(board: &Board, mount: &Path) -> Option<Finding> {
         hint: Some(hint.into()),
     };
     if !dir.is_dir() {
-        if *parent == Default::default() {
-            return None; // the agent makes /dedge itself
-        }
+        parent.delegated()?; // the default: the agent makes /dedge itself
         return Some(finding(
             format!("the cgroup {parent} does not exist"),
             "under systemd it is the cgroup of dedge-leases.service: install \
              boards/dedge-leases.service and `systemctl enable --now dedge-leases`",
         ));
     }
-    let kind = fs::read_to_string(dir.join("cgroup.type")).unwrap_or_default();
+    let kind = match fs::read_to_string(dir.join("cgroup.type")) {
+        Ok(kind) => kind,
+        Err(e) => {
+            return Some(finding(
+                format!("cannot read {}/cgroup.type: {e}", dir.display()),
+                "run the check as root on the gateway",
+            ));
+        }
+    };
     if kind.trim() != "domain" {
         return Some(finding(
             format!(

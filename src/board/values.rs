@@ -306,6 +306,12 @@ impl CgroupParent {
     pub fn relative(&self) -> &str {
         &self.0
     }
+
+    /// The parent when someone else owns it (any value but the default):
+    /// the runtime must find it, never make it.
+    pub fn delegated(&self) -> Option<&str> {
+        (*self != CgroupParent::default()).then_some(self.relative())
+    }
 }
 
 impl Default for CgroupParent {
@@ -430,6 +436,8 @@ mod tests {
         assert_eq!(p.relative(), "system.slice/dedge-leases.service");
         assert_eq!(p.to_string(), "/system.slice/dedge-leases.service");
         assert_eq!(CgroupParent::default().to_string(), "/dedge");
+        assert_eq!(CgroupParent::default().delegated(), None);
+        assert_eq!(p.delegated(), Some("system.slice/dedge-leases.service"));
         for bad in [
             "", "/", "dedge", "/a/../b", "/a//b", "/a/./b", "/a b", "/a\n", "/x/",
         ] {

@@ -267,7 +267,7 @@ pub fn run(parser: lexopt::Parser) -> Result<(), Error> {
             dir: data.join("sandbox"),
             cgroup,
             cgroup_parent: parent.clone(),
-            cgroup_delegated: (base != Default::default()).then(|| base.relative().to_string()),
+            cgroup_delegated: base.delegated().map(String::from),
             die_with_parent: true,
         },
         RecordStore::Files,
