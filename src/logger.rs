@@ -93,6 +93,35 @@ fn rfc3339(unix_secs: u64) -> String {
     )
 }
 
+/// An error and its causes on one line, `outer: cause: root`: how errors
+/// become text where they leave the program (a log line, an answer to a
+/// peer, the CLI's message).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Text from outside (a buyer's reason, a peer's message) made safe to
+/// keep and log: at most `max` characters, control characters and quotes
+/// escaped, so it cannot forge log lines or terminal sequences.
+pub fn untrusted(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -248,6 +248,34 @@ impl Edg {
     pub const fn is_zero(self) -> bool {
         self.0 == 0
     }
+
+    pub const fn saturating_sub(self, other: Edg) -> Edg {
+        Edg(self.0.saturating_sub(other.0))
+    }
+
+    pub const fn saturating_add(self, other: Edg) -> Edg {
+        Edg(self.0.saturating_add(other.0))
+    }
+
+    /// A price per second times a number of seconds.
+    pub const fn per_second_for(self, secs: u64) -> Edg {
+        Edg(self.0.saturating_mul(secs as u128))
+    }
+}
+
+/// An [`Edg`] in a binary record: its base units as a number (records are
+/// postcard; the text forms are for people). `#[serde(with = "wei")]`.
+pub mod wei {
+    use super::Edg;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(e: &Edg, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u128(e.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Edg, D::Error> {
+        u128::deserialize(d).map(Edg)
+    }
 }
 
 impl FromStr for Edg {

@@ -6,30 +6,36 @@
 //! and left unaccepted. Then the channel: refused before the fee is
 //! deposited, for someone else's channel or lease; proven for the buyer's.
 //! Payments are acknowledged once durable; stale, forged and over-deposit
-//! proofs are refused; the lease's paid amount follows.
+//! proofs are refused; the lease's paid amount follows, and each proof
+//! costs one flush (issue 13, defect 7). An accept whose receipt comes
+//! late is answered "pending" and found on chain when asked again, never
+//! recorded as refused (defect 2).
 
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use alloy_primitives::{Address, B256, U256, Uint};
 use common::{Anvil, policy, signer};
 use dedge::agent::admission::Policy;
 use dedge::agent::endpoint;
-use dedge::agent::lease::{LeaseBook, State};
+use dedge::agent::executor::{Executor, Running};
+use dedge::agent::lease::{LeaseBook, State, UnixTime};
+use dedge::agent::machine::{Event, Timing};
 use dedge::agent::offers::OfferDesk;
 use dedge::agent::payments::PaymentDesk;
-use dedge::agent::settle::{Progress, Settler};
+use dedge::agent::settle::MarketHands;
 use dedge::board::BoardFile;
 use dedge::chain::bindings::IEDGToken;
 use dedge::chain::eip712::{self, Offer};
 use dedge::chain::tx::TxSender;
 use dedge::chain::{Deployment, Rpc, Signer};
-use dedge::channel::{Receiver, Sender, onchain};
+use dedge::channel::{ChannelId, Receiver, Sender, onchain};
 use dedge::edgex::catalogue::Catalogue;
-use dedge::market::{self, Capabilities};
+use dedge::market::{self, Capabilities, LeaseId};
 use dedge::p2p::{self, Body, OfferTerms};
+use dedge::runtime::container::{Config, RecordStore, Runtime};
 use dedge::store::Store;
 
 struct Seller {
@@ -41,83 +47,101 @@ struct Seller {
     policy: Policy,
     catalogue: RwLock<Catalogue>,
     receiver: Receiver,
+    running: Running,
+    chain: Mutex<()>,
+    admission: Mutex<()>,
+    /// No lease here gets a container; teardown finds none.
+    runtime: Runtime,
+    _dir: tempfile::TempDir,
 }
 
 impl Seller {
     fn seller_tx(&self) -> TxSender<'_> {
+        // A receipt that does not come gives up fast: the late-accept
+        // case below turns mining off.
+        let tx_policy = dedge::chain::tx::TxPolicy {
+            bump_after: std::time::Duration::from_secs(1),
+            max_bumps: 1,
+            ..policy()
+        };
         TxSender::new(
             &self.rpc,
             &self.gateway,
             self.d.chain_id,
             self.store.tree("nonces").unwrap(),
-            policy(),
+            tx_policy,
         )
     }
 
+    /// As the agent's daemon does: an executor whose chain hands send as
+    /// the gateway.
+    fn with_exec<R>(&self, f: impl FnOnce(&Executor<'_>) -> R) -> R {
+        let hands = MarketHands {
+            rpc: &self.rpc,
+            deployment: &self.d,
+            receiver: &self.receiver,
+            rules: market::rules(&self.rpc, &self.d).unwrap(),
+            seller: self.seller_tx(),
+            lock: &self.chain,
+        };
+        f(&Executor {
+            book: &self.book,
+            runtime: &self.runtime,
+            running: &self.running,
+            chain: &hands,
+        })
+    }
+
     fn handle(&self, peer: Address, body: Body) -> Option<Body> {
+        let now = UnixTime::now();
         match body {
-            Body::Offer { terms, signature } => {
-                let tx = self.seller_tx();
-                let desk = OfferDesk {
-                    book: &self.book,
+            Body::Offer { terms, signature } => Some(self.with_exec(|exec| {
+                OfferDesk {
+                    exec,
                     policy: &self.policy,
                     catalogue: &self.catalogue,
                     rpc: &self.rpc,
                     deployment: &self.d,
-                    seller: &tx,
-                };
-                Some(desk.take(peer, &terms, &signature, now()))
-            }
+                    admission: &self.admission,
+                }
+                .take(peer, &terms, &signature, now)
+            })),
             Body::ChannelProof { lease, channel } => {
-                Some(self.payments().channel_proof(peer, lease, channel, now()))
+                Some(
+                    self.payments()
+                        .channel_proof(peer, LeaseId(lease), ChannelId(channel), now),
+                )
             }
             Body::Payment {
                 lease,
                 channel,
                 amount,
                 signature,
-            } => Some(
-                self.payments()
-                    .payment(peer, lease, channel, amount, signature),
-            ),
-            Body::Terminate { lease, .. } => Some(self.terminate(peer, lease)),
+            } => Some(self.payments().payment(
+                peer,
+                LeaseId(lease),
+                ChannelId(channel),
+                amount,
+                signature,
+                now,
+            )),
+            Body::Terminate { lease, .. } => Some(self.terminate(peer, LeaseId(lease))),
             _ => Some(Body::Error {
                 message: "not handled here".into(),
             }),
         }
     }
-}
 
-impl Seller {
-    /// The buyer ends its lease: terminating, then one settle step.
-    fn terminate(&self, peer: Address, lease: [u8; 32]) -> Body {
-        let l = self.book.get(&lease).unwrap().unwrap();
-        assert_eq!(Address::from(l.terms.buyer), peer);
-        if l.state != State::Terminating && l.state != State::Settled {
-            self.book
-                .transition(
-                    &lease,
-                    State::Terminating,
-                    now(),
-                    Some("buyer".into()),
-                    |_| {},
-                )
-                .unwrap();
-        }
-        let tx = self.seller_tx();
-        let settler = Settler {
-            book: &self.book,
-            receiver: &self.receiver,
-            rpc: &self.rpc,
-            deployment: &self.d,
-            seller: &tx,
-        };
-        let progress = settler.step(&lease, now()).unwrap();
-        let state = self.book.get(&lease).unwrap().unwrap().state;
-        assert_eq!(progress == Progress::Settled, state == State::Settled);
+    /// The buyer ends its lease: terminating, and the settle steps as far
+    /// as they go now.
+    fn terminate(&self, peer: Address, lease: LeaseId) -> Body {
+        self.book.of_buyer(&lease, peer).unwrap();
+        let l = self
+            .with_exec(|exec| exec.feed(&lease, &Event::Terminate("buyer".into()), UnixTime::now()))
+            .unwrap();
         Body::Status {
-            lease,
-            state: state.name().into(),
+            lease: lease.0,
+            state: l.state.name().into(),
             detail: String::new(),
         }
     }
@@ -166,11 +190,27 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         .board;
     let caps = Capabilities::from_board(&board);
     let store = Store::temporary().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let seller = Arc::new(Seller {
         rpc: anvil.rpc(),
         d,
         gateway: signer(2),
-        book: LeaseBook::open(store.tree("leases").unwrap()).unwrap(),
+        book: LeaseBook::open(store.tree("leases").unwrap(), Timing::with_grace(10)).unwrap(),
+        running: Running::default(),
+        chain: Mutex::new(()),
+        admission: Mutex::new(()),
+        runtime: Runtime::open(
+            Config {
+                dir: dir.path().join("containers"),
+                cgroup: dedge::board::values::CgroupMode::Auto,
+                cgroup_parent: format!("dedge-test/desks-{}", std::process::id()),
+                cgroup_delegated: None,
+                die_with_parent: false,
+            },
+            RecordStore::sled(&store).unwrap(),
+        )
+        .unwrap(),
+        _dir: dir,
         receiver: Receiver::new(store.clone(), anvil.chain_id, d.channels, gateway.address())
             .unwrap(),
         store,
@@ -228,10 +268,8 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         Body::OfferAccepted { lease: id.0 }
     );
     assert_eq!(on_chain(id), 2, "accepted on chain");
-    assert_eq!(
-        seller.book.get(&id.0).unwrap().unwrap().state,
-        State::Accepted
-    );
+    let state = |id: B256| seller.book.get(&LeaseId::from(id)).unwrap().unwrap().state;
+    assert_eq!(state(id), State::Accepted);
     assert_eq!(
         ask(&fair, &buyer, &buyer),
         Body::OfferAccepted { lease: id.0 }
@@ -249,10 +287,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         "CPU (millicores): asked 600, 500 free",
     );
     assert_eq!(on_chain(big_id), 1, "still only proposed");
-    assert_eq!(
-        seller.book.get(&big_id.0).unwrap().unwrap().state,
-        State::Refused
-    );
+    assert_eq!(state(big_id), State::Refused);
     refused(ask(&big, &buyer, &buyer), "CPU (millicores)");
     // Signed by someone else.
     let forged = offer(100);
@@ -294,16 +329,22 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
     );
     error(
         say(addr, &signer(4), anvil.chain_id, gw, proof_of(theirs.id)),
-        "is not yours",
+        "no lease",
     );
     match say(addr, &buyer, anvil.chain_id, gw, proof_of(mine.id)) {
         Body::Status { state, .. } => assert_eq!(state, "channel proven"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(
-        seller.book.get(&id.0).unwrap().unwrap().state,
-        State::ChannelProven
-    );
+    assert_eq!(state(id), State::ChannelProven);
+    let paid = |id: B256| {
+        seller
+            .book
+            .get(&LeaseId::from(id))
+            .unwrap()
+            .unwrap()
+            .paid
+            .wei()
+    };
 
     // Payments: acknowledged once durable; stale, forged and over-deposit
     // proofs refused.
@@ -322,6 +363,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         signature: p.signature.clone(),
     };
     let p1 = pay.pay(mine.id, id, U256::from(1000)).unwrap();
+    let flushes = seller.store.flushes();
     assert_eq!(
         say(addr, &buyer, anvil.chain_id, gw, payment(&p1)),
         Body::PaymentAck {
@@ -329,7 +371,9 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
             amount: p1.amount.to_be_bytes()
         }
     );
-    assert_eq!(seller.book.get(&id.0).unwrap().unwrap().paid, 1000);
+    // The proof and the lease's new total: one flush, before the ack.
+    assert_eq!(seller.store.flushes() - flushes, 1, "flushes for one proof");
+    assert_eq!(paid(id), 1000);
     error(
         say(addr, &buyer, anvil.chain_id, gw, payment(&p1)),
         "stale proof",
@@ -368,7 +412,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         say(addr, &buyer, anvil.chain_id, gw, payment(&p2)),
         Body::PaymentAck { .. }
     ));
-    assert_eq!(seller.book.get(&id.0).unwrap().unwrap().paid, 1501);
+    assert_eq!(paid(id), 1501);
 
     // The buyer reports and asks to end: the seller reports the same, the
     // market settles, the channel is claimed up to the newest proof.
@@ -427,24 +471,39 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         .call("evm_increaseTime", serde_json::json!([86_401]))
         .unwrap();
     let _: serde_json::Value = rpc.call("evm_mine", serde_json::json!([])).unwrap();
-    // The agent's clock must agree that the timeout passed.
-    let later = now() + 86_401;
-    let tx2 = TxSender::new(
-        &rpc,
-        &gateway,
-        anvil.chain_id,
-        seller.store.tree("nonces").unwrap(),
-        policy(),
-    );
-    let settler = Settler {
-        book: &seller.book,
-        receiver: &seller.receiver,
-        rpc: &seller.rpc,
-        deployment: &d,
-        seller: &tx2,
-    };
-    assert_eq!(settler.step(&id2.0, later).unwrap(), Progress::Settled);
+    // The agent's next tick past the timeout (its clock agrees) finalizes.
+    let later = UnixTime(now() + 86_401);
+    let failed = seller.with_exec(|exec| exec.tick(later));
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(on_chain(id2), 5, "finalized");
+    assert_eq!(state(id2), State::Settled);
+
+    // An accept whose receipt does not come in time: the agent answers
+    // "pending" and keeps the lease as accepting (not refused, as the
+    // agent once did while the chain said accepted). Once mined, the same
+    // offer asked again is found accepted; no second accept is sent.
+    let late = offer(100);
+    let late_id = market::propose(&buyer_tx, &d, &late).unwrap();
+    let _: serde_json::Value = rpc
+        .call("evm_setAutomine", serde_json::json!([false]))
+        .unwrap();
+    let pending = ask(&late, &buyer, &buyer);
+    assert!(
+        matches!(pending, Body::OfferPending { lease, .. } if lease == late_id.0),
+        "{pending:?}"
+    );
+    assert_eq!(state(late_id), State::Accepting);
+    assert_eq!(on_chain(late_id), 1, "not mined yet");
+    let _: serde_json::Value = rpc.call("evm_mine", serde_json::json!([])).unwrap();
+    let _: serde_json::Value = rpc
+        .call("evm_setAutomine", serde_json::json!([true]))
+        .unwrap();
+    assert_eq!(on_chain(late_id), 2, "the late accept landed");
+    assert_eq!(
+        ask(&late, &buyer, &buyer),
+        Body::OfferAccepted { lease: late_id.0 }
+    );
+    assert_eq!(state(late_id), State::Accepted);
 }
 
 /// One message over a fresh session from `link`; the gateway's answer.

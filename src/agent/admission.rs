@@ -6,7 +6,7 @@
 
 use alloy_primitives::Address;
 
-use super::lease::Lease;
+use super::lease::{Lease, Terms};
 use crate::board::Board;
 use crate::edgex::bridge::grants_from_offer;
 use crate::edgex::catalogue::Catalogue;
@@ -67,17 +67,14 @@ pub fn admit(
     if t.cpu_millicores == 0 || t.memory_bytes == 0 {
         return Err("an offer must ask for some CPU and memory".into());
     }
-    let held: Vec<&Lease> = leases
-        .iter()
-        .filter(|l| l.state.holds_resources())
-        .collect();
+    let held: Vec<&Lease> = leases.iter().filter(|l| l.holds_resources()).collect();
     if held.len() as u64 >= u64::from(policy.max_leases) {
         return Err(format!(
             "the gateway runs its maximum of {} leases",
             policy.max_leases
         ));
     }
-    let used = |f: fn(&OfferTerms) -> u64| held.iter().map(|l| f(&l.terms)).sum::<u64>();
+    let used = |f: fn(&Terms) -> u64| held.iter().map(|l| f(&l.terms)).sum::<u64>();
     for (what, asked, used, total) in [
         (
             "CPU (millicores)",
@@ -149,9 +146,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::agent::lease::{Lease, State};
+    use crate::agent::lease::{Lease, State, Terms, UnixTime};
     use crate::edgex::catalogue::{Command, OfferedDevice, Resource};
     use crate::edgex::value::ValueType;
+    use crate::market::LeaseId;
 
     fn policy() -> Policy {
         Policy {
@@ -213,12 +211,12 @@ mod tests {
 
     fn held(cpu: u32) -> Lease {
         let mut l = Lease::offered(
-            [3; 32],
-            OfferTerms {
+            LeaseId([3; 32]),
+            Terms::from(&OfferTerms {
                 cpu_millicores: cpu,
                 ..offer()
-            },
-            0,
+            }),
+            UnixTime(0),
         );
         l.state = State::Running;
         l

@@ -97,7 +97,7 @@ impl Advertiser {
             advert.expiry.to::<u64>(),
             advert.capabilitiesHash,
             selling,
-            super::daemon::now(),
+            super::lease::UnixTime::now().0,
         );
         match decision {
             Decision::Fresh => {}

@@ -1,13 +1,14 @@
 //! The seller agent as one object: the board's resources, the gateway's
 //! key and chain, the lease book, the channel receiver, EdgeX, the image
 //! store, the runtime and the IPFS fetcher, and the desks that use them.
-//! `handle` answers a buyer's message; `tick` (every second) enforces
-//! payments and settles terminating leases. `dedge agent` runs both.
+//! `handle` answers a buyer's message; `tick` (every second) runs the
+//! executor over every lease: enforcement, settlement, and whatever a
+//! crash left half-done. `dedge agent` runs both.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
@@ -15,25 +16,26 @@ use alloy_primitives::{Address, U256};
 use super::admission::Policy;
 use super::advert::Advertiser;
 use super::backends;
-use super::deploy::{Deployed, Deployer, EdgexWiring, container_id, teardown};
-use super::enforce::{STOP_GRACE, enforce};
-use super::lease::{LeaseBook, State};
+use super::deploy::{Deployed, Deployer, EdgexWiring, container_id};
+use super::executor::{Executor, Running};
+use super::lease::{Lease, LeaseBook, State, UnixTime};
+use super::machine::{Event, Timing, owed};
 use super::offers::OfferDesk;
-use super::payment::owed;
 use super::payments::PaymentDesk;
-use super::settle::Settler;
+use super::settle::MarketHands;
 use super::{Error, Result, endpoint};
 use crate::board::BackendPolicy;
 use crate::board::Board;
 use crate::chain::tx::{TxPolicy, TxSender};
 use crate::chain::{Deployment, Rpc, Signer};
-use crate::channel::Receiver;
+use crate::channel::{ChannelId, Receiver};
 use crate::edgex::bridge::BridgeLimits;
 use crate::edgex::catalogue::{Catalogue, Refresher};
 use crate::edgex::client::Client;
 use crate::edgex::meter::Meter;
 use crate::ipfs::fetch::{Fetcher, Limits as FetchLimits};
-use crate::market::Capabilities;
+use crate::logger;
+use crate::market::{self, Capabilities, LeaseId, Rules};
 use crate::p2p::Body;
 use crate::runtime::container::{Config, RecordStore, Runtime};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
@@ -42,6 +44,8 @@ use crate::tcp_server::TcpServer;
 
 /// Largest log chunk one `Logs` answer carries.
 const LOG_CHUNK: usize = 64 << 10;
+/// The most of a buyer's termination reason the lease record keeps.
+const MAX_REASON: usize = 200;
 
 pub struct Agent {
     signer: Signer,
@@ -60,12 +64,14 @@ pub struct Agent {
     fetcher: Fetcher,
     platform: Platform,
     data: PathBuf,
-    grace: u64,
     /// Running leases' containers and bridges.
-    running: Mutex<HashMap<[u8; 32], Deployed>>,
-    /// Held while the gateway's transactions are sent: one nonce sequence,
-    /// and a lease is wound down by one thread at a time.
+    running: Running,
+    /// Held while the gateway's transactions are sent: one nonce sequence.
     chain: Mutex<()>,
+    /// Held by the offer desk from admission to the accept's intent.
+    admission: Mutex<()>,
+    /// The Market's time rules, read from the contract once it answers.
+    rules: OnceLock<Rules>,
     /// What the board sells (devices from the EdgeX catalogue, if any).
     caps: Capabilities,
     advertiser: Mutex<Advertiser>,
@@ -74,8 +80,14 @@ pub struct Agent {
     backend_names: Tree,
 }
 
-fn setup(what: &str) -> impl Fn(String) -> Error + '_ {
-    move |e| Error::Store(format!("{what}: {e}"))
+fn setup<E>(what: &'static str) -> impl Fn(E) -> Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |e| Error::Setup {
+        what,
+        source: Box::new(e),
+    }
 }
 
 impl Agent {
@@ -88,14 +100,14 @@ impl Agent {
         tx_policy: TxPolicy,
     ) -> Result<Agent> {
         let data = board.agent.data_dir.clone();
-        let store = Store::open(&data.join("agent")).map_err(|e| setup("state")(e.to_string()))?;
+        let store = Store::open(&data.join("agent")).map_err(setup("state"))?;
+        let grace = board.pricing.grace.get().as_secs();
         let book = LeaseBook::open(
-            store
-                .tree("leases")
-                .map_err(|e| setup("leases")(e.to_string()))?,
+            store.tree("leases").map_err(setup("leases"))?,
+            Timing::with_grace(grace),
         )?;
         let receiver = Receiver::new(store.clone(), d.chain_id, d.channels, signer.address())
-            .map_err(|e| setup("channels")(e.to_string()))?;
+            .map_err(setup("channels"))?;
         let runtime = Runtime::open(
             Config {
                 dir: data.join("containers"),
@@ -109,11 +121,11 @@ impl Agent {
                 cgroup_delegated: board.agent.cgroup_parent.delegated().map(String::from),
                 die_with_parent: false,
             },
-            RecordStore::sled(&store).map_err(|e| setup("containers")(e.to_string()))?,
+            RecordStore::sled(&store).map_err(setup("containers"))?,
         )
-        .map_err(|e| setup("runtime")(e.to_string()))?;
+        .map_err(setup("runtime"))?;
         let images = ImageStore::open(&data.join("images"), &store, ImageLimits::default())
-            .map_err(|e| setup("images")(e.to_string()))?;
+            .map_err(setup("images"))?;
         let fetcher = Fetcher::new(
             board
                 .ipfs
@@ -129,32 +141,24 @@ impl Agent {
         );
         let (catalogue, refresher, edgex) = match &board.edgex {
             Some(e) => {
-                let client =
-                    Arc::new(Client::from_board(e).map_err(|e| setup("edgex")(e.to_string()))?);
+                let client = Arc::new(Client::from_board(e).map_err(setup("edgex"))?);
                 let refresher =
                     Refresher::start(client.clone(), e.devices.clone(), e.refresh.get());
                 let catalogue = refresher.catalogue();
                 let wiring = EdgexWiring {
                     client,
                     catalogue: catalogue.clone(),
-                    meter: Meter::new(
-                        store
-                            .tree("edgex-usage")
-                            .map_err(|e| setup("edgex usage")(e.to_string()))?,
-                    ),
+                    meter: Meter::new(store.tree("edgex-usage").map_err(setup("edgex usage"))?),
                     limits: BridgeLimits::from_board(e),
                 };
                 (catalogue, Some(refresher), Some(wiring))
             }
             None => (Arc::new(RwLock::new(Catalogue::default())), None, None),
         };
-        let backend_names = store
-            .tree("backends")
-            .map_err(|e| setup("backends")(e.to_string()))?;
+        let backend_names = store.tree("backends").map_err(setup("backends"))?;
         let agent = Agent {
             policy: Policy::from_board(board, signer.address()),
             platform: Platform::of(board.board.arch),
-            grace: board.pricing.grace.get().as_secs(),
             signer,
             rpc,
             d,
@@ -171,6 +175,8 @@ impl Agent {
             data,
             running: Mutex::new(HashMap::new()),
             chain: Mutex::new(()),
+            admission: Mutex::new(()),
+            rules: OnceLock::new(),
             caps: Capabilities::from_board(board),
             backends: board.agent.backends,
             backend_names,
@@ -181,7 +187,8 @@ impl Agent {
     }
 
     /// After a restart: running leases get their bridges back (the
-    /// runtime re-attached their containers).
+    /// runtime re-attached their containers). A lease whose container is
+    /// gone is left to the first tick, which sees it missing and ends it.
     fn reattach(&self) {
         for l in self.book.all().unwrap_or_default() {
             if !matches!(l.state, State::Running | State::Frozen) {
@@ -189,14 +196,6 @@ impl Agent {
             }
             let name = container_id(&l.id);
             let Ok(record) = self.runtime.get(&name) else {
-                log::warn!("lease {}: its container is gone; terminating", l.id_hex());
-                let _ = self.book.transition(
-                    &l.id,
-                    State::Terminating,
-                    now(),
-                    Some("container lost".into()),
-                    |_| {},
-                );
                 continue;
             };
             let bridge = match (
@@ -205,7 +204,7 @@ impl Agent {
             ) {
                 (Some(w), Ok(grants)) if !grants.is_empty() => w
                     .open_bridge(&l, grants, record.init.pid)
-                    .map_err(|e| log::error!("lease {}: {e}", l.id_hex()))
+                    .map_err(|e| log::error!("lease {}: {e}", l.id))
                     .ok(),
                 _ => None,
             };
@@ -230,10 +229,7 @@ impl Agent {
 
     fn seller(&self) -> Result<TxSender<'_>> {
         // The nonce tree opens every time: cheap, and no borrow to keep.
-        let nonces = self
-            .store
-            .tree("nonces")
-            .map_err(|e| Error::Store(e.to_string()))?;
+        let nonces = self.store.tree("nonces").map_err(Error::Store)?;
         Ok(TxSender::new(
             &self.rpc,
             &self.signer,
@@ -241,6 +237,36 @@ impl Agent {
             nonces,
             self.tx_policy.clone(),
         ))
+    }
+
+    /// The Market's rules, read once.
+    fn rules(&self) -> Result<Rules> {
+        if let Some(r) = self.rules.get() {
+            return Ok(*r);
+        }
+        let r = market::rules(&self.rpc, &self.d).map_err(|source| Error::Setup {
+            what: "the Market's rules",
+            source: Box::new(source),
+        })?;
+        Ok(*self.rules.get_or_init(|| r))
+    }
+
+    /// Runs `f` with an executor whose chain hands send as the gateway.
+    fn with_executor<R>(&self, f: impl FnOnce(&Executor<'_>) -> R) -> Result<R> {
+        let hands = MarketHands {
+            rpc: &self.rpc,
+            deployment: &self.d,
+            receiver: &self.receiver,
+            rules: self.rules()?,
+            seller: self.seller()?,
+            lock: &self.chain,
+        };
+        Ok(f(&Executor {
+            book: &self.book,
+            runtime: &self.runtime,
+            running: &self.running,
+            chain: &hands,
+        }))
     }
 
     /// Serves buyers on `listener` until the returned server is dropped.
@@ -256,55 +282,48 @@ impl Agent {
 
     /// The answer to one message from `peer`.
     pub fn handle(&self, peer: Address, body: Body) -> Option<Body> {
-        let now = now();
-        let tx = match self.seller() {
-            Ok(t) => t,
-            Err(e) => {
-                return Some(Body::Error {
-                    message: e.to_string(),
-                });
-            }
-        };
-        let payments = PaymentDesk {
-            book: &self.book,
-            receiver: &self.receiver,
-            rpc: &self.rpc,
-            deployment: &self.d,
-            gateway: self.signer.address(),
-        };
-        Some(match body {
-            Body::Offer { terms, signature } => {
-                let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let now = UnixTime::now();
+        let answer = match body {
+            Body::Offer { terms, signature } => self.with_executor(|exec| {
                 OfferDesk {
-                    book: &self.book,
+                    exec,
                     policy: &self.policy,
                     catalogue: &self.catalogue,
                     rpc: &self.rpc,
                     deployment: &self.d,
-                    seller: &tx,
+                    admission: &self.admission,
                 }
                 .take(peer, &terms, &signature, now)
-            }
+            }),
             Body::ChannelProof { lease, channel } => {
-                payments.channel_proof(peer, lease, channel, now)
+                Ok(self
+                    .payments()
+                    .channel_proof(peer, LeaseId(lease), ChannelId(channel), now))
             }
             Body::Payment {
                 lease,
                 channel,
                 amount,
                 signature,
-            } => payments.payment(peer, lease, channel, amount, signature),
+            } => Ok(self.payments().payment(
+                peer,
+                LeaseId(lease),
+                ChannelId(channel),
+                amount,
+                signature,
+                now,
+            )),
             Body::Deploy {
                 lease,
                 image_cid,
                 manifest_digest,
                 backends,
-            } => {
+            } => self.with_executor(|exec| {
+                let lease = LeaseId(lease);
                 let deployer = Deployer {
-                    book: &self.book,
+                    exec,
                     fetcher: &self.fetcher,
                     images: &self.images,
-                    runtime: &self.runtime,
                     platform: self.platform.clone(),
                     incoming: self.data.join("incoming"),
                     edgex: self.edgex.as_ref(),
@@ -321,92 +340,86 @@ impl Agent {
                     }
                     Err(message) => Body::Error { message },
                 }
-            }
-            Body::Status { lease, .. } => self.status(peer, lease),
-            Body::Account { lease, .. } => self.account(peer, lease),
+            }),
+            Body::Status { lease, .. } => Ok(self.status(peer, LeaseId(lease))),
+            Body::Account { lease, .. } => Ok(self.account(peer, LeaseId(lease))),
             Body::Logs {
                 lease,
                 stream,
                 offset,
                 ..
-            } => self.logs(peer, lease, stream, offset),
-            Body::Terminate { lease, reason } => self.terminate(peer, lease, &reason),
-            other => Body::Error {
+            } => Ok(self.logs(peer, LeaseId(lease), stream, offset)),
+            Body::Terminate { lease, reason } => self.terminate(peer, LeaseId(lease), &reason),
+            other => Ok(Body::Error {
                 message: format!("a gateway does not take {}", other.name()),
-            },
-        })
+            }),
+        };
+        Some(answer.unwrap_or_else(|e| Body::Error {
+            message: logger::chain(&e),
+        }))
     }
 
-    /// The lease if `peer` is its buyer; otherwise the answer to give.
-    fn own(
-        &self,
-        peer: Address,
-        lease: &[u8; 32],
-    ) -> std::result::Result<super::lease::Lease, String> {
-        match self.book.get(lease) {
-            Ok(Some(l)) if Address::from(l.terms.buyer) == peer => Ok(l),
-            Ok(_) => Err("no such lease of yours".into()),
-            Err(e) => Err(e.to_string()),
+    fn payments(&self) -> PaymentDesk<'_> {
+        PaymentDesk {
+            book: &self.book,
+            receiver: &self.receiver,
+            rpc: &self.rpc,
+            deployment: &self.d,
+            gateway: self.signer.address(),
         }
     }
 
-    fn status(&self, peer: Address, lease: [u8; 32]) -> Body {
-        match self.own(peer, &lease) {
+    fn status(&self, peer: Address, lease: LeaseId) -> Body {
+        match self.book.of_buyer(&lease, peer) {
             Ok(l) => Body::Status {
-                lease,
+                lease: lease.0,
                 state: l.state.name().into(),
                 detail: format!(
                     "paid {} of {} owed{}{}",
-                    l.paid,
-                    owed(&l, now()),
-                    self.usage_text(&l.id_hex()),
+                    l.paid.wei(),
+                    owed(&l, UnixTime::now()).wei(),
+                    self.usage_text(&l.id.to_string()),
                     l.reason.map(|r| format!("; {r}")).unwrap_or_default()
                 ),
             },
-            Err(message) => Body::Error { message },
+            Err(e) => Body::Error {
+                message: e.to_string(),
+            },
         }
     }
 
     /// What the buyer's payer and invoice need, as numbers.
-    fn account(&self, peer: Address, lease: [u8; 32]) -> Body {
-        match self.own(peer, &lease) {
-            Ok(l) => {
-                // An ended lease's account stops when it began terminating.
-                let now = match l.state {
-                    State::Terminating | State::Settled => l
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|(s, _)| *s == State::Terminating)
-                        .map_or_else(now, |(_, t)| *t),
-                    _ => now(),
+    fn account(&self, peer: Address, lease: LeaseId) -> Body {
+        let l = match self.book.of_buyer(&lease, peer) {
+            Ok(l) => l,
+            Err(e) => {
+                return Body::Error {
+                    message: e.to_string(),
                 };
-                let edgex = self
-                    .edgex
-                    .as_ref()
-                    .and_then(|w| w.meter.usage(&l.id_hex()).ok())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(device, u)| crate::p2p::DeviceUse {
-                        device,
-                        reads: u.reads,
-                        writes: u.writes,
-                        bytes_in: u.bytes_in,
-                        bytes_out: u.bytes_out,
-                        refused: u.refused,
-                    })
-                    .collect();
-                Body::Account {
-                    lease,
-                    paid: U256::from(l.paid).to_be_bytes(),
-                    owed: U256::from(owed(&l, now)).to_be_bytes(),
-                    ran: l.running_since.map_or(0, |s| {
-                        now.saturating_sub(s).min(u64::from(l.terms.max_duration))
-                    }),
-                    edgex,
-                }
             }
-            Err(message) => Body::Error { message },
+        };
+        let now = UnixTime::now();
+        let edgex = self
+            .edgex
+            .as_ref()
+            .and_then(|w| w.meter.usage(&l.id.to_string()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(device, u)| crate::p2p::DeviceUse {
+                device,
+                reads: u.reads,
+                writes: u.writes,
+                bytes_in: u.bytes_in,
+                bytes_out: u.bytes_out,
+                refused: u.refused,
+            })
+            .collect();
+        Body::Account {
+            lease: lease.0,
+            paid: U256::from(l.paid.wei()).to_be_bytes(),
+            owed: U256::from(owed(&l, now).wei()).to_be_bytes(),
+            ran: super::machine::ran(&l, now),
+            edgex,
         }
     }
 
@@ -446,9 +459,11 @@ impl Agent {
             .collect()
     }
 
-    fn logs(&self, peer: Address, lease: [u8; 32], stream: u8, offset: u64) -> Body {
-        if let Err(message) = self.own(peer, &lease) {
-            return Body::Error { message };
+    fn logs(&self, peer: Address, lease: LeaseId, stream: u8, offset: u64) -> Body {
+        if let Err(e) = self.book.of_buyer(&lease, peer) {
+            return Body::Error {
+                message: e.to_string(),
+            };
         }
         let (out, err) = match self.runtime.logs(&container_id(&lease)) {
             Ok(l) => l,
@@ -462,88 +477,50 @@ impl Agent {
         let from = usize::try_from(offset).unwrap_or(usize::MAX).min(all.len());
         let to = all.len().min(from + LOG_CHUNK);
         Body::Logs {
-            lease,
+            lease: lease.0,
             stream,
             offset,
             data: all[from..to].to_vec(),
         }
     }
 
-    fn terminate(&self, peer: Address, lease: [u8; 32], reason: &str) -> Body {
-        let l = match self.own(peer, &lease) {
-            Ok(l) => l,
-            Err(message) => return Body::Error { message },
-        };
-        if !l.state.is_terminal() && l.state != State::Terminating {
-            let why = format!("the buyer ended it: {reason}");
-            if let Err(e) =
-                self.book
-                    .transition(&lease, State::Terminating, now(), Some(why), |_| {})
-            {
-                return Body::Error {
-                    message: e.to_string(),
-                };
-            }
-        }
-        self.wind_down(&lease);
-        self.status(peer, lease)
+    /// The buyer ends its lease: the container goes at once, then the
+    /// chain steps run as far as they can now (the rest on later ticks).
+    fn terminate(&self, peer: Address, lease: LeaseId, reason: &str) -> Result<Body> {
+        self.book.of_buyer(&lease, peer)?;
+        let event = Event::Terminate(logger::untrusted(reason, MAX_REASON));
+        self.with_executor(|exec| exec.feed(&lease, &event, UnixTime::now()))??;
+        Ok(self.status(peer, lease))
     }
 
-    /// Tears a terminating lease's container down and takes one settle step.
-    fn wind_down(&self, lease: &[u8; 32]) {
-        let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(lease);
-        if let Err(e) = teardown(&self.runtime, lease, STOP_GRACE) {
-            log::error!("lease 0x{}: {e}", alloy_primitives::hex::encode(lease));
-        }
-        let tx = match self.seller() {
-            Ok(t) => t,
-            Err(e) => return log::error!("settling: {e}"),
-        };
-        let settler = Settler {
-            book: &self.book,
-            receiver: &self.receiver,
-            rpc: &self.rpc,
-            deployment: &self.d,
-            seller: &tx,
-        };
-        if let Err(e) = settler.step(lease, now()) {
-            log::warn!(
-                "lease 0x{}: settling: {e}",
-                alloy_primitives::hex::encode(lease)
-            );
-        }
-    }
-
-    /// Once a second: payments enforced, terminating leases wound down.
+    /// Once a second: every lease's tick, carried out.
     pub fn tick(&self) {
-        if let Err(e) = enforce(&self.book, &self.runtime, self.grace, now()) {
-            log::error!("enforcement: {e}");
+        let ran = self.with_executor(|exec| exec.tick(UnixTime::now()));
+        if let Err(e) = ran {
+            log::error!("tick: {}", logger::chain(&e));
         }
-        for l in self.book.all().unwrap_or_default() {
-            if l.state == State::Terminating {
-                self.wind_down(&l.id);
-            }
+    }
+
+    /// Once at start, before the first tick: every lease learns the agent
+    /// restarted, so what a crash cut short is finished or undone.
+    pub fn restarted(&self) {
+        let ran = self.with_executor(|exec| exec.restarted(UnixTime::now()));
+        if let Err(e) = ran {
+            log::error!("restart: {}", logger::chain(&e));
         }
     }
 
     /// What `dedge agent status` shows: each lease, the resources held
     /// and free, and earnings (what leases have been paid).
     pub fn snapshot(&self) -> serde_json::Value {
-        let now = now();
+        let now = UnixTime::now();
         let leases = self.book.all().unwrap_or_default();
-        let held: Vec<_> = leases
-            .iter()
-            .filter(|l| l.state.holds_resources())
-            .collect();
-        let sum = |f: fn(&super::lease::Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
-        let earned: u128 = leases.iter().map(|l| l.paid).sum();
+        let held: Vec<_> = leases.iter().filter(|l| l.holds_resources()).collect();
+        let sum = |f: fn(&Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
+        let earned: u128 = leases.iter().map(|l| l.paid.wei()).sum();
         serde_json::json!({
             "gateway": self.signer.address(),
-            "time": now,
+            "time": now.0,
             "resources": {
                 "cpu_millicores": {"held": sum(|l| u64::from(l.terms.cpu_millicores)), "of": self.policy.cpu_millicores},
                 "memory": {"held": sum(|l| l.terms.memory_bytes), "of": self.policy.memory},
@@ -552,13 +529,13 @@ impl Agent {
             },
             "earned": earned.to_string(),
             "leases": leases.iter().map(|l| serde_json::json!({
-                "lease": l.id_hex(),
-                "buyer": Address::from(l.terms.buyer),
+                "lease": l.id.to_string(),
+                "buyer": l.terms.buyer(),
                 "state": l.state.name(),
-                "since": l.since,
-                "paid": l.paid.to_string(),
-                "owed": owed(l, now).to_string(),
-                "edgex": self.usage(&l.id_hex()),
+                "since": l.since.0,
+                "paid": l.paid.wei().to_string(),
+                "owed": owed(l, now).wei().to_string(),
+                "edgex": self.usage(&l.id.to_string()),
                 "reason": l.reason,
             })).collect::<Vec<_>>(),
         })
@@ -608,6 +585,7 @@ impl Agent {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
+            self.restarted();
             self.tick_until(stop, every);
         });
     }
@@ -625,23 +603,16 @@ impl Agent {
 /// board may have changed; a refused or failed one is logged and left out).
 fn reopen_backends(
     names: &Tree,
-    l: &super::lease::Lease,
+    l: &Lease,
     policy: BackendPolicy,
     pid: i32,
 ) -> Vec<crate::runtime::net::Forward> {
-    let requested: Vec<String> = names.get(l.id).ok().flatten().unwrap_or_default();
+    let requested: Vec<String> = names.get(l.id.0).ok().flatten().unwrap_or_default();
     match backends::check(&requested, policy).and_then(|b| backends::open(pid, &b)) {
         Ok(f) => f,
         Err(e) => {
-            log::error!("lease {}: {e}", l.id_hex());
+            log::error!("lease {}: {e}", l.id);
             Vec::new()
         }
     }
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -6,24 +6,28 @@
 //! lease's CPU and memory, its EdgeX bridge opened in its network
 //! namespace for exactly the lease's grants, and started.
 //!
-//! A failure after `Deploying` sends the lease to `Terminating` with the
-//! reason (the buyer is not charged for a container that never ran: the
-//! meter starts at `Running`).
+//! A failure after `Deploying` ends the lease (`DeployFailed`: the machine
+//! sends it to `Terminating` with the reason, and the executor removes
+//! what was made); the buyer is not charged for a container that never
+//! ran: the meter starts at `Running`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::Address;
 
 use super::backends::{self, Backend};
-use super::lease::{Lease, LeaseBook, State};
+use super::executor::Executor;
+use super::lease::{Lease, UnixTime};
+use super::machine::Event;
 use crate::board::BackendPolicy;
 use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving, grants_from_offer};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::client::Client;
 use crate::edgex::meter::Meter;
 use crate::ipfs::fetch::Fetcher;
+use crate::market::LeaseId;
 use crate::runtime::cgroup::Limits;
 use crate::runtime::container::{Rootfs, Runtime, Stdio};
 use crate::runtime::image::{ImageStore, Platform};
@@ -49,7 +53,7 @@ impl EdgexWiring {
     /// The lease's bridge, served in the network namespace of `pid`.
     pub fn open_bridge(&self, lease: &Lease, grants: Grants, pid: i32) -> Result<Serving, String> {
         let b = Arc::new(Bridge::new(
-            &lease.id_hex(),
+            &lease.id.to_string(),
             grants,
             self.catalogue.clone(),
             self.client.clone(),
@@ -61,10 +65,11 @@ impl EdgexWiring {
 }
 
 pub struct Deployer<'a> {
-    pub book: &'a LeaseBook,
+    /// The lease book and the runtime, and what a failed deploy's
+    /// teardown needs.
+    pub exec: &'a Executor<'a>,
     pub fetcher: &'a Fetcher,
     pub images: &'a ImageStore,
-    pub runtime: &'a Runtime,
     pub platform: Platform,
     /// Where fetched DAGs land before import (the data dir's `incoming/`).
     pub incoming: PathBuf,
@@ -84,95 +89,80 @@ pub struct Deployed {
 
 /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a lease's
 /// container; a container that is already gone is fine.
-pub fn teardown(runtime: &Runtime, lease: &[u8; 32], grace: Duration) -> Result<(), String> {
+pub fn teardown(
+    runtime: &Runtime,
+    lease: &LeaseId,
+    grace: Duration,
+) -> Result<(), crate::runtime::Error> {
     let id = container_id(lease);
-    if runtime.get(&id).is_err() {
-        return Ok(());
+    match runtime.get(&id) {
+        Err(crate::runtime::Error::NoSuchContainer(_)) => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(_) => {}
     }
-    runtime
-        .kill(&id, grace)
-        .map_err(|e| format!("stopping {id}: {e}"))?;
-    runtime
-        .delete(&id)
-        .map_err(|e| format!("removing {id}: {e}"))?;
-    Ok(())
+    runtime.kill(&id, grace)?;
+    runtime.delete(&id)
 }
 
 /// The container id of a lease: short, unique enough, and a valid name.
-pub fn container_id(lease: &[u8; 32]) -> String {
-    format!("lease-{}", alloy_primitives::hex::encode(&lease[..8]))
+pub fn container_id(lease: &LeaseId) -> String {
+    format!("lease-{}", alloy_primitives::hex::encode(&lease.0[..8]))
 }
 
 impl Deployer<'_> {
+    /// Deploys `lease` for `peer`, its buyer. A refusal before anything
+    /// started (wrong image, refused backends, not ready) leaves the lease
+    /// as it was; a failure once deploying ends the lease, container
+    /// removed.
     pub fn deploy(
         &self,
         peer: Address,
-        lease: [u8; 32],
+        lease: LeaseId,
         image_cid: &str,
         manifest_digest: &str,
         backends: &[String],
-        now: u64,
+        now: UnixTime,
     ) -> Result<Deployed, String> {
-        let l = self
-            .book
-            .get(&lease)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("unknown lease {}", B256::from(lease)))?;
-        if Address::from(l.terms.buyer) != peer {
-            return Err(format!("lease {} is not yours", l.id_hex()));
-        }
-        if l.state != State::ChannelProven {
-            return Err(format!(
-                "lease {} is {}: it deploys once its channel is proven",
-                l.id_hex(),
-                l.state.name()
-            ));
-        }
+        let book = self.exec.book;
+        let l = book.of_buyer(&lease, peer).map_err(|e| e.to_string())?;
         if image_cid != l.terms.image {
             return Err(format!(
                 "image {image_cid} is not the one the offer names ({})",
                 l.terms.image
             ));
         }
-        // Refused backends leave the lease as it was: the buyer may deploy
-        // again without them.
         let backends = backends::check(backends, self.backends)?;
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-        self.wiring.put(lease, &names).map_err(|e| e.to_string())?;
-        self.book
-            .transition(&lease, State::Deploying, now, None, |_| {})
+        // Recorded before the deploy starts: a restart re-attaches them.
+        self.wiring
+            .put(lease.0, &names)
             .map_err(|e| e.to_string())?;
+        let l = book
+            .apply(&lease, &Event::DeployStarted, now)
+            .map_err(|e| e.to_string())?
+            .lease;
         let asked = std::time::Instant::now();
         match self.run(&l, manifest_digest, &backends) {
             Ok(d) => {
                 // The meter starts now, not when the deploy was asked for:
                 // fetching and unpacking are not the buyer's time.
-                let started = now.saturating_add(asked.elapsed().as_secs());
-                if let Err(e) = self
-                    .book
-                    .transition(&lease, State::Running, started, None, |_| {})
-                {
-                    // Terminated while it was being deployed: nothing may
-                    // run for a lease that is ending.
+                let started = now.plus(asked.elapsed().as_secs());
+                if let Err(e) = book.apply(&lease, &Event::ContainerStarted, started) {
+                    // Ended while it was being deployed: nothing may run
+                    // for a lease that is ending.
                     drop(d);
-                    if let Err(t) = teardown(self.runtime, &lease, Duration::ZERO) {
-                        log::error!("lease {}: {t}", l.id_hex());
+                    if let Err(t) = teardown(self.exec.runtime, &lease, Duration::ZERO) {
+                        log::error!("lease {lease}: {}", crate::logger::chain(&t));
                     }
-                    return Err(format!("lease {} ended while deploying: {e}", l.id_hex()));
+                    return Err(format!("lease {lease} ended while deploying: {e}"));
                 }
-                log::info!("lease {} running as {}", l.id_hex(), d.container);
+                log::info!("lease {lease} running as {}", d.container);
                 Ok(d)
             }
             Err(why) => {
-                let _ = self.runtime.delete(&container_id(&lease));
-                if let Err(e) = self.book.transition(
-                    &lease,
-                    State::Terminating,
-                    now,
-                    Some(format!("deploy failed: {why}")),
-                    |_| {},
-                ) {
-                    log::error!("lease {}: {e}", l.id_hex());
+                let failed = Event::DeployFailed(why.clone());
+                if let Err(e) = self.exec.feed(&lease, &failed, now) {
+                    log::error!("lease {lease}: {}", crate::logger::chain(&e));
                 }
                 Err(why)
             }
@@ -192,7 +182,7 @@ impl Deployer<'_> {
             .map_err(|e| format!("image CID: {e}"))?;
         std::fs::create_dir_all(&self.incoming)
             .map_err(|e| format!("{}: {e}", self.incoming.display()))?;
-        let dest = self.incoming.join(l.id_hex());
+        let dest = self.incoming.join(l.id.to_string());
         let _ = std::fs::remove_dir_all(&dest);
         self.fetcher
             .fetch(&cid, &dest)
@@ -207,7 +197,8 @@ impl Deployer<'_> {
                 image.manifest
             ));
         }
-        let rootfs = self.runtime.prepare(&name).map_err(|e| e.to_string())?;
+        let runtime = self.exec.runtime;
+        let rootfs = runtime.prepare(&name).map_err(|e| e.to_string())?;
         self.images
             .unpack(&image, &rootfs, Options::default())
             .map_err(|e| format!("unpacking: {e}"))?;
@@ -239,8 +230,7 @@ impl Deployer<'_> {
             },
         )
         .map_err(|e| e.to_string())?;
-        let record = self
-            .runtime
+        let record = runtime
             .create(
                 &name,
                 Rootfs::Prepared,
@@ -254,7 +244,7 @@ impl Deployer<'_> {
             None => None,
         };
         let forwards = super::backends::open(record.init.pid, backends)?;
-        self.runtime.start(&name).map_err(|e| e.to_string())?;
+        runtime.start(&name).map_err(|e| e.to_string())?;
         Ok(Deployed {
             container: name,
             bridge,

@@ -1,27 +1,65 @@
-//! A lease as the agent keeps it: its state machine and its durable record.
+//! A lease as the agent keeps it, and the book that owns every lease record.
 //!
 //! ```text
-//! Offered ─▶ Accepted ─▶ FeePaid ─▶ ChannelProven ─▶ Deploying ─▶ Running ◀─▶ Frozen
-//!    │           │          │             │              │           │          │
-//!    ▼           ▼          ▼             ▼              ▼           ▼          ▼
-//! Refused    Expired    (any active state) ──────────────────────▶ Terminating ─▶ Settled
+//! Offered ─▶ Accepting ─▶ Accepted ─▶ FeePaid ─▶ ChannelProven ─▶ Deploying ─▶ Running ◀─▶ Frozen
+//!    │           │            │          │             │              │           │          │
+//!    ▼           ▼            ▼          ▼             ▼              ▼           ▼          ▼
+//! Refused   Refused/Expired  (any lease that was accepted) ─────────────────▶ Terminating ─▶ Settled
 //! ```
 //!
-//! `Refused` and `Expired` end a lease before it cost anything; every
-//! lease that got as far as `Accepted` ends through `Terminating` (the
-//! on-chain termination, the invoice, the channel claim) in `Settled`.
-//! Every transition is written and flushed before it is acted on, so an
-//! agent restarted at any point finds each lease in the last state it
-//! committed to (`LeaseBook::open`).
+//! What moves a lease is `machine::step`, a pure function; this module
+//! keeps the result. **Ownership**: every write of a lease record is a
+//! compare-and-swap of the whole record against the bytes the step read
+//! (`LeaseBook::apply`); a writer that lost the race reads again and runs
+//! the step again on what won. Connection threads (payments, deploys,
+//! terminations) and the enforcement tick all write this way, so none can
+//! write back a state it read before another writer changed it, and no
+//! lock is held across a signature check, a chain call or a container
+//! operation. Every write is flushed before its effects are returned, so
+//! an effect is never carried out for a state that is not durable.
 
+use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 
+use super::machine::{self, Applied, Effect, Event, Timing};
 use super::{Error, Result};
+use crate::channel::ChannelId;
+use crate::market::LeaseId;
 use crate::p2p::OfferTerms;
 use crate::store::Tree;
+use crate::units::{Edg, wei};
 
-/// Record format; a record of another version is refused, not guessed at.
-pub const FORMAT: u8 = 1;
+/// Record format this agent writes. Format 1 records (agents before the
+/// state machine) are read and rewritten as format 2 at open.
+pub const FORMAT: u8 = 2;
+
+/// How many state changes a record keeps in its history.
+const HISTORY: usize = 64;
+
+/// A unix time in seconds, on the agent's clock (the one clock every rule
+/// of the machine reads; chain time comes in separately, in `ChainView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UnixTime(pub u64);
+
+impl UnixTime {
+    pub fn now() -> UnixTime {
+        UnixTime(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    }
+
+    pub fn plus(self, secs: u64) -> UnixTime {
+        UnixTime(self.0.saturating_add(secs))
+    }
+
+    /// Seconds from `earlier` to `self`, zero if `earlier` is later.
+    pub fn since(self, earlier: UnixTime) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum State {
@@ -31,7 +69,7 @@ pub enum State {
     Refused,
     /// The agent accepted on chain; the buyer's fee is due.
     Accepted,
-    /// The offer or the fee deposit timed out: terminal.
+    /// The offer timed out before the accept was mined: terminal.
     Expired,
     /// `dedge_fee` deposited: buyer and seller are in contract.
     FeePaid,
@@ -46,11 +84,16 @@ pub enum State {
     Terminating,
     /// Invoice emitted and funds claimed: terminal.
     Settled,
+    /// Admitted; the accept transaction is recorded as about to be sent
+    /// (or sent, its outcome not yet known). Appended last: format 1
+    /// records' state indices stay valid.
+    Accepting,
 }
 
 impl State {
-    pub const ALL: [State; 11] = [
+    pub const ALL: [State; 12] = [
         State::Offered,
+        State::Accepting,
         State::Refused,
         State::Accepted,
         State::Expired,
@@ -67,20 +110,13 @@ impl State {
         matches!(self, State::Refused | State::Expired | State::Settled)
     }
 
-    /// Does a lease in this state hold the gateway's resources?
-    pub fn holds_resources(self) -> bool {
-        !matches!(
-            self,
-            State::Offered | State::Refused | State::Expired | State::Settled
-        )
-    }
-
     /// The states a lease may go to from this one.
     pub fn next(self) -> &'static [State] {
         use State::*;
         match self {
-            Offered => &[Accepted, Refused, Expired],
-            Accepted => &[FeePaid, Expired, Terminating],
+            Offered => &[Accepting, Refused],
+            Accepting => &[Accepted, Refused, Expired],
+            Accepted => &[FeePaid, Terminating],
             FeePaid => &[ChannelProven, Terminating],
             ChannelProven => &[Deploying, Terminating],
             Deploying => &[Running, Terminating],
@@ -94,6 +130,7 @@ impl State {
     pub fn name(self) -> &'static str {
         match self {
             State::Offered => "offered",
+            State::Accepting => "accepting",
             State::Refused => "refused",
             State::Accepted => "accepted",
             State::Expired => "expired",
@@ -108,33 +145,110 @@ impl State {
     }
 }
 
-/// Everything the agent must not forget about a lease.
+/// The offer's terms as the lease record keeps them: the record's own
+/// type, so a change to the p2p message cannot silently change what is
+/// on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    pub buyer: [u8; 20],
+    pub gateway: [u8; 20],
+    pub cpu_millicores: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    /// EdgeX grants, `DEVICE:COMMAND:r|w|rw`.
+    pub devices: Vec<String>,
+    #[serde(with = "wei")]
+    pub price_per_second: Edg,
+    pub max_duration: u32,
+    pub payment_interval: u32,
+    /// The image's CID.
+    pub image: String,
+    pub expiry: u64,
+    pub nonce: u64,
+}
+
+impl From<&OfferTerms> for Terms {
+    fn from(t: &OfferTerms) -> Terms {
+        Terms {
+            buyer: t.buyer,
+            gateway: t.gateway,
+            cpu_millicores: t.cpu_millicores,
+            memory_bytes: t.memory_bytes,
+            disk_bytes: t.disk_bytes,
+            devices: t.devices.clone(),
+            price_per_second: Edg(t.price_per_second),
+            max_duration: t.max_duration,
+            payment_interval: t.payment_interval,
+            image: t.image.clone(),
+            expiry: t.expiry,
+            nonce: t.nonce,
+        }
+    }
+}
+
+impl Terms {
+    pub fn buyer(&self) -> Address {
+        Address::from(self.buyer)
+    }
+}
+
+/// An on-chain step the agent committed to before sending it. It stays
+/// until the chain shows the step done (or impossible), so a crash or a
+/// lost receipt between recording and mining is finished, never repeated
+/// with other arguments, never forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Intent {
+    /// `acceptOffer`, last sent at `at`.
+    Accept { at: UnixTime },
+    /// `terminate(lease, paid)`: the amount is fixed when first recorded.
+    Report {
+        #[serde(with = "wei")]
+        paid: Edg,
+        at: UnixTime,
+    },
+    /// `finalize`, once the termination timeout has passed.
+    Finalize { at: UnixTime },
+    /// `cancel`: an accepted offer left unfunded past the funding window.
+    Cancel { at: UnixTime },
+    /// `claim` of the channel up to its newest proof.
+    Claim { at: UnixTime },
+}
+
+/// Everything the agent must not forget about a lease (record format 2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub format: u8,
-    /// The offer's EIP-712 digest.
-    pub id: [u8; 32],
-    pub terms: OfferTerms,
+    pub id: LeaseId,
+    pub terms: Terms,
     pub state: State,
-    /// Unix time the lease entered `state`.
-    pub since: u64,
-    /// Unix time it started running (the meter starts then).
-    pub running_since: Option<u64>,
-    pub channel: Option<[u8; 32]>,
+    /// When the lease entered `state`.
+    pub since: UnixTime,
+    /// When it started running (the meter starts then).
+    pub running_since: Option<UnixTime>,
+    pub channel: Option<ChannelId>,
     /// The channel's cumulative amount when it started paying this lease
     /// (channels are reused across leases; proofs are cumulative).
-    pub channel_base: u128,
-    /// Paid for this lease so far, as of the newest durable proof (EDG
-    /// base units); the channel receiver's record is the source of truth.
-    pub paid: u128,
+    #[serde(with = "wei")]
+    pub channel_base: Edg,
+    /// Paid for this lease so far, as of the newest durable proof; the
+    /// channel receiver's record is the source of truth.
+    #[serde(with = "wei")]
+    pub paid: Edg,
     /// Why it was refused, expired, failed or terminated.
     pub reason: Option<String>,
-    /// Each state entered, with its time (bounded by the machine's size).
-    pub history: Vec<(State, u64)>,
+    /// Each state entered, with its time (bounded).
+    pub history: Vec<(State, UnixTime)>,
+    /// The on-chain step recorded and not yet seen done.
+    pub intent: Option<Intent>,
+    /// Terminating: its container is stopped and removed.
+    pub stopped: bool,
+    /// Terminating: when the chain is next worth reading (the termination
+    /// timeout runs for a day; the agent does not ask every second).
+    pub recheck_at: UnixTime,
 }
 
 impl Lease {
-    pub fn offered(id: [u8; 32], terms: OfferTerms, now: u64) -> Lease {
+    pub fn offered(id: LeaseId, terms: Terms, now: UnixTime) -> Lease {
         Lease {
             format: FORMAT,
             id,
@@ -143,136 +257,321 @@ impl Lease {
             since: now,
             running_since: None,
             channel: None,
-            channel_base: 0,
-            paid: 0,
+            channel_base: Edg::ZERO,
+            paid: Edg::ZERO,
             reason: None,
             history: vec![(State::Offered, now)],
+            intent: None,
+            stopped: false,
+            recheck_at: now,
         }
     }
 
-    /// The hex lease id, as logs and the CLI show it.
-    pub fn id_hex(&self) -> String {
-        format!("0x{}", alloy_primitives::hex::encode(self.id))
+    /// Does this lease hold the gateway's resources? A terminating lease
+    /// whose container is gone holds nothing while it settles on chain.
+    pub fn holds_resources(&self) -> bool {
+        match self.state {
+            State::Offered | State::Refused | State::Expired | State::Settled => false,
+            State::Terminating => !self.stopped,
+            _ => true,
+        }
+    }
+
+    /// When the lease began terminating, if it did.
+    pub fn ended_at(&self) -> Option<UnixTime> {
+        self.history
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == State::Terminating)
+            .map(|(_, t)| *t)
+    }
+
+    /// Moves to `to` at `now`: the machine's only way to change state.
+    pub(super) fn enter(&mut self, to: State, now: UnixTime, reason: Option<String>) {
+        self.state = to;
+        self.since = now;
+        if to == State::Running && self.running_since.is_none() {
+            self.running_since = Some(now);
+        }
+        if reason.is_some() {
+            self.reason = reason;
+        }
+        if self.history.len() < HISTORY {
+            self.history.push((to, now));
+        }
+    }
+
+    fn encode(&self) -> Result<Vec<u8>> {
+        postcard::to_stdvec(self).map_err(|source| Error::Encode {
+            id: self.id,
+            source,
+        })
+    }
+
+    /// A record of this format or of format 1.
+    fn decode(bytes: &[u8]) -> Result<Lease> {
+        match bytes.first() {
+            Some(&FORMAT) => postcard::from_bytes(bytes).map_err(|source| Error::Decode {
+                format: FORMAT,
+                source,
+            }),
+            Some(&v1::FORMAT) => postcard::from_bytes::<v1::Lease>(bytes)
+                .map(v1::Lease::upgrade)
+                .map_err(|source| Error::Decode {
+                    format: v1::FORMAT,
+                    source,
+                }),
+            found => Err(Error::Format {
+                found: found.copied(),
+                reads: FORMAT,
+            }),
+        }
     }
 }
 
-/// The agent's leases in sled.
+/// Format 1, as the agents before the state machine wrote it.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{State, Terms, UnixTime};
+    use crate::market::LeaseId;
+    use crate::units::Edg;
+
+    pub const FORMAT: u8 = 1;
+
+    /// The terms as format 1 stored them (the p2p message of that time).
+    #[derive(Serialize, Deserialize)]
+    pub struct OfferTerms {
+        pub buyer: [u8; 20],
+        pub gateway: [u8; 20],
+        pub cpu_millicores: u32,
+        pub memory_bytes: u64,
+        pub disk_bytes: u64,
+        pub devices: Vec<String>,
+        pub price_per_second: u128,
+        pub max_duration: u32,
+        pub payment_interval: u32,
+        pub image: String,
+        pub expiry: u64,
+        pub nonce: u64,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Lease {
+        pub format: u8,
+        pub id: [u8; 32],
+        pub terms: OfferTerms,
+        pub state: State,
+        pub since: u64,
+        pub running_since: Option<u64>,
+        pub channel: Option<[u8; 32]>,
+        pub channel_base: u128,
+        pub paid: u128,
+        pub reason: Option<String>,
+        pub history: Vec<(State, u64)>,
+    }
+
+    impl Lease {
+        /// A format 1 lease as format 2 has it: no intent recorded (the
+        /// settle steps read the chain first, so none is repeated), its
+        /// container not known to be stopped.
+        pub fn upgrade(self) -> super::Lease {
+            let t = self.terms;
+            super::Lease {
+                format: super::FORMAT,
+                id: LeaseId(self.id),
+                terms: Terms {
+                    buyer: t.buyer,
+                    gateway: t.gateway,
+                    cpu_millicores: t.cpu_millicores,
+                    memory_bytes: t.memory_bytes,
+                    disk_bytes: t.disk_bytes,
+                    devices: t.devices,
+                    price_per_second: Edg(t.price_per_second),
+                    max_duration: t.max_duration,
+                    payment_interval: t.payment_interval,
+                    image: t.image,
+                    expiry: t.expiry,
+                    nonce: t.nonce,
+                },
+                state: self.state,
+                since: UnixTime(self.since),
+                running_since: self.running_since.map(UnixTime),
+                channel: self.channel.map(crate::channel::ChannelId),
+                channel_base: Edg(self.channel_base),
+                paid: Edg(self.paid),
+                reason: self.reason,
+                history: self
+                    .history
+                    .into_iter()
+                    .map(|(s, t)| (s, UnixTime(t)))
+                    .collect(),
+                intent: None,
+                stopped: false,
+                recheck_at: UnixTime(self.since),
+            }
+        }
+    }
+}
+
+/// The agent's leases in sled: the one owner of lease records.
 pub struct LeaseBook {
     tree: Tree,
+    timing: Timing,
 }
 
 impl LeaseBook {
-    /// Opens the book; every record must decode and be of this format.
-    pub fn open(tree: Tree) -> Result<LeaseBook> {
-        let book = LeaseBook { tree };
-        book.all()?;
+    /// Opens the book: every record must decode; format 1 records are
+    /// rewritten as format 2 (durably) before anything reads them.
+    pub fn open(tree: Tree, timing: Timing) -> Result<LeaseBook> {
+        let book = LeaseBook { tree, timing };
+        let mut upgraded = false;
+        for item in book.tree.iter_bytes() {
+            let (key, bytes) = item.map_err(Error::Store)?;
+            let lease = Lease::decode(&bytes)?;
+            if bytes.first() != Some(&FORMAT) {
+                let new = lease.encode()?;
+                book.tree
+                    .compare_and_swap(&key, Some(&bytes), Some(&new))
+                    .map_err(Error::Store)?;
+                upgraded = true;
+            }
+        }
+        if upgraded {
+            book.tree.flush().map_err(Error::Store)?;
+        }
         Ok(book)
     }
 
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
     pub fn all(&self) -> Result<Vec<Lease>> {
-        let mut out = Vec::new();
-        for item in self.tree.iter::<Lease>() {
-            let (_, lease) = item.map_err(|e| Error::Store(e.to_string()))?;
-            if lease.format != FORMAT {
-                return Err(Error::Store(format!(
-                    "lease {} is in record format {}, this agent reads {FORMAT}",
-                    lease.id_hex(),
-                    lease.format
-                )));
-            }
-            out.push(lease);
-        }
-        Ok(out)
-    }
-
-    pub fn get(&self, id: &[u8; 32]) -> Result<Option<Lease>> {
-        self.tree.get(id).map_err(|e| Error::Store(e.to_string()))
-    }
-
-    /// Records a new offer; an id already known is refused (a replayed
-    /// offer must not reset a lease).
-    pub fn insert(&self, lease: &Lease) -> Result<()> {
-        if self.get(&lease.id)?.is_some() {
-            return Err(Error::Lease(format!(
-                "lease {} is already known",
-                lease.id_hex()
-            )));
-        }
-        self.write(lease)
-    }
-
-    /// Moves a lease to `to`, durably, if the machine allows it; `edit`
-    /// updates other fields in the same write.
-    pub fn transition(
-        &self,
-        id: &[u8; 32],
-        to: State,
-        now: u64,
-        reason: Option<String>,
-        edit: impl FnOnce(&mut Lease),
-    ) -> Result<Lease> {
-        let mut lease = self.get(id)?.ok_or_else(|| {
-            Error::Lease(format!("no lease 0x{}", alloy_primitives::hex::encode(id)))
-        })?;
-        if !lease.state.next().contains(&to) {
-            return Err(Error::Lease(format!(
-                "lease {} cannot go from {} to {}",
-                lease.id_hex(),
-                lease.state.name(),
-                to.name()
-            )));
-        }
-        lease.state = to;
-        lease.since = now;
-        if to == State::Running && lease.running_since.is_none() {
-            lease.running_since = Some(now);
-        }
-        if reason.is_some() {
-            lease.reason = reason;
-        }
-        if lease.history.len() < 64 {
-            lease.history.push((to, now));
-        }
-        edit(&mut lease);
-        self.write(&lease)?;
-        Ok(lease)
-    }
-
-    /// Raises the stored payment to `amount` if it is higher (proofs are
-    /// cumulative); durable before it returns, so it can be acknowledged.
-    pub fn record_payment(&self, id: &[u8; 32], amount: u128) -> Result<Lease> {
-        let mut lease = self.get(id)?.ok_or_else(|| {
-            Error::Lease(format!("no lease 0x{}", alloy_primitives::hex::encode(id)))
-        })?;
-        if amount > lease.paid {
-            lease.paid = amount;
-            self.write(&lease)?;
-        }
-        Ok(lease)
-    }
-
-    fn write(&self, lease: &Lease) -> Result<()> {
         self.tree
-            .put(lease.id, lease)
-            .and_then(|()| self.tree.flush())
-            .map_err(|e| Error::Store(e.to_string()))
+            .iter_bytes()
+            .map(|item| Lease::decode(&item.map_err(Error::Store)?.1))
+            .collect()
+    }
+
+    pub fn get(&self, id: &LeaseId) -> Result<Option<Lease>> {
+        match self.tree.get_bytes(id.0).map_err(Error::Store)? {
+            Some(b) => Lease::decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The lease if `peer` is its buyer. An unknown lease and another
+    /// buyer's get the same answer: a stranger learns nothing about which
+    /// leases exist.
+    pub fn of_buyer(&self, id: &LeaseId, peer: Address) -> Result<Lease> {
+        match self.get(id)? {
+            Some(l) if l.terms.buyer() == peer => Ok(l),
+            _ => Err(Error::NotYours(*id)),
+        }
+    }
+
+    /// Records a new offer, durably; an id already known is refused (a
+    /// replayed offer must not reset a lease).
+    pub fn insert(&self, lease: &Lease) -> Result<()> {
+        let new = lease.encode()?;
+        let swapped = self
+            .tree
+            .compare_and_swap(lease.id.0, None, Some(&new))
+            .map_err(Error::Store)?;
+        if !swapped {
+            return Err(Error::Known(lease.id));
+        }
+        self.tree.flush().map_err(Error::Store)
+    }
+
+    /// Runs `event` through the machine on the lease's current record and
+    /// stores the result (compare-and-swap; on a lost race the step runs
+    /// again on the winner's record), durably, before returning the
+    /// effects to carry out.
+    pub fn apply(&self, id: &LeaseId, event: &Event, now: UnixTime) -> Result<Applied> {
+        let applied = self.apply_inner(id, event, now, &mut || {})?;
+        if applied.changed {
+            self.tree.flush().map_err(Error::Store)?;
+        }
+        Ok(applied)
+    }
+
+    /// `apply` without the flush: the caller flushes the store before it
+    /// acts or acknowledges (the payment path commits its proof and the
+    /// lease's new total with one fsync).
+    pub fn apply_staged(&self, id: &LeaseId, event: &Event, now: UnixTime) -> Result<Applied> {
+        self.apply_inner(id, event, now, &mut || {})
+    }
+
+    /// `apply` with `between` run after the record is read and before it
+    /// is swapped: lets a test put another writer exactly there.
+    #[cfg(test)]
+    pub(crate) fn apply_racing(
+        &self,
+        id: &LeaseId,
+        event: &Event,
+        now: UnixTime,
+        between: &mut dyn FnMut(),
+    ) -> Result<Applied> {
+        self.apply_inner(id, event, now, between)
+    }
+
+    fn apply_inner(
+        &self,
+        id: &LeaseId,
+        event: &Event,
+        now: UnixTime,
+        between: &mut dyn FnMut(),
+    ) -> Result<Applied> {
+        loop {
+            let old = self
+                .tree
+                .get_bytes(id.0)
+                .map_err(Error::Store)?
+                .ok_or(Error::Unknown(*id))?;
+            let lease = Lease::decode(&old)?;
+            let (new, effects): (Lease, Vec<Effect>) =
+                machine::step(&lease, event, &self.timing, now)?;
+            if new == lease {
+                return Ok(Applied {
+                    lease: new,
+                    effects,
+                    changed: false,
+                });
+            }
+            between();
+            let bytes = new.encode()?;
+            if self
+                .tree
+                .compare_and_swap(id.0, Some(&old), Some(&bytes))
+                .map_err(Error::Store)?
+            {
+                return Ok(Applied {
+                    lease: new,
+                    effects,
+                    changed: true,
+                });
+            }
+            log::debug!("lease {id}: record changed under {event:?}; stepping again");
+        }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::Store;
 
-    pub(crate) fn terms() -> OfferTerms {
-        OfferTerms {
+    pub(crate) fn terms() -> Terms {
+        Terms {
             buyer: [1; 20],
             gateway: [2; 20],
             cpu_millicores: 500,
             memory_bytes: 64 << 20,
             disk_bytes: 256 << 20,
             devices: vec![],
-            price_per_second: 1000,
+            price_per_second: Edg(1000),
             max_duration: 3600,
             payment_interval: 5,
             image: "bafy".into(),
@@ -281,18 +580,20 @@ mod tests {
         }
     }
 
+    fn book(store: &Store) -> LeaseBook {
+        LeaseBook::open(store.tree("leases").unwrap(), Timing::for_tests()).unwrap()
+    }
+
     #[test]
     fn the_machine_allows_only_its_edges_and_ends_in_terminal_states() {
         use State::*;
-        let all = State::ALL;
-        for s in all {
+        for s in State::ALL {
             assert_eq!(s.is_terminal(), s.next().is_empty(), "{s:?}");
-            // Every lease that held resources can only end by settling.
-            if s.holds_resources() && s != Terminating {
-                assert!(s.next().contains(&Terminating), "{s:?}");
-            }
         }
-        // Everything is reachable from Offered.
+        // Every state a lease reaches after the accept ends by settling.
+        for s in [Accepted, FeePaid, ChannelProven, Deploying, Running, Frozen] {
+            assert!(s.next().contains(&Terminating), "{s:?}");
+        }
         let mut seen = vec![Offered];
         let mut i = 0;
         while i < seen.len() {
@@ -303,69 +604,165 @@ mod tests {
             }
             i += 1;
         }
-        assert_eq!(seen.len(), all.len());
+        assert_eq!(seen.len(), State::ALL.len());
     }
 
     #[test]
-    fn transitions_are_durable_and_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = [9u8; 32];
-        {
-            let store = Store::open(dir.path()).unwrap();
-            let book = LeaseBook::open(store.tree("leases").unwrap()).unwrap();
-            book.insert(&Lease::offered(id, terms(), 100)).unwrap();
-            assert!(book.insert(&Lease::offered(id, terms(), 100)).is_err());
-            book.transition(&id, State::Accepted, 101, None, |_| {})
-                .unwrap();
-            let err = book
-                .transition(&id, State::Running, 102, None, |_| {})
-                .unwrap_err();
-            assert!(
-                err.to_string()
-                    .contains("cannot go from accepted to running"),
-                "{err}"
-            );
-            book.transition(&id, State::FeePaid, 103, None, |_| {})
-                .unwrap();
-            book.transition(&id, State::ChannelProven, 104, None, |l| {
-                l.channel = Some([5; 32])
-            })
+    fn a_format_1_record_reads_and_is_rewritten_as_format_2() {
+        let store = Store::temporary().unwrap();
+        let tree = store.tree("leases").unwrap();
+        let old = v1::Lease {
+            format: 1,
+            id: [7; 32],
+            terms: v1::OfferTerms {
+                buyer: [1; 20],
+                gateway: [2; 20],
+                cpu_millicores: 250,
+                memory_bytes: 1 << 20,
+                disk_bytes: 2 << 20,
+                devices: vec!["d:c:r".into()],
+                price_per_second: 42,
+                max_duration: 60,
+                payment_interval: 5,
+                image: "bafyold".into(),
+                expiry: 9,
+                nonce: 3,
+            },
+            state: State::Frozen,
+            since: 120,
+            running_since: Some(100),
+            channel: Some([5; 32]),
+            channel_base: 10,
+            paid: 700,
+            reason: Some("behind".into()),
+            history: vec![(State::Offered, 90), (State::Frozen, 120)],
+        };
+        let bytes = postcard::to_stdvec(&old).unwrap();
+        tree.compare_and_swap([7; 32], None, Some(&bytes)).unwrap();
+        let book = LeaseBook::open(tree.clone(), Timing::for_tests()).unwrap();
+        let l = book.get(&LeaseId([7; 32])).unwrap().unwrap();
+        assert_eq!(l.format, FORMAT);
+        assert_eq!(l.state, State::Frozen);
+        assert_eq!(l.since, UnixTime(120));
+        assert_eq!(l.running_since, Some(UnixTime(100)));
+        assert_eq!(l.channel, Some(ChannelId([5; 32])));
+        assert_eq!((l.channel_base, l.paid), (Edg(10), Edg(700)));
+        assert_eq!(l.terms.price_per_second, Edg(42));
+        assert_eq!(l.terms.devices, vec!["d:c:r".to_string()]);
+        assert_eq!(l.intent, None);
+        assert!(!l.stopped);
+        assert_eq!(tree.get_bytes([7; 32]).unwrap().unwrap()[0], FORMAT);
+        // A record of a format this agent does not know is named, not guessed.
+        tree.compare_and_swap([8; 32], None, Some(&[9u8, 0, 0]))
             .unwrap();
-            book.transition(&id, State::Deploying, 105, None, |_| {})
-                .unwrap();
-            book.transition(&id, State::Running, 106, None, |_| {})
-                .unwrap();
-            book.record_payment(&id, 500).unwrap();
-            book.record_payment(&id, 400).unwrap();
-        }
-        // A restart finds the lease where it was, payments included.
-        let store = Store::open(dir.path()).unwrap();
-        let book = LeaseBook::open(store.tree("leases").unwrap()).unwrap();
+        let err = LeaseBook::open(tree, Timing::for_tests()).err().unwrap();
+        assert!(err.to_string().contains("format 9"), "{err}");
+    }
+
+    #[test]
+    fn a_payment_racing_a_freeze_does_not_write_back_running() {
+        // Defect 1 of issue 13: the payment read the lease as Running, the
+        // tick froze it, the payment wrote Running back over Frozen.
+        let store = Store::temporary().unwrap();
+        let book = book(&store);
+        let id = LeaseId([3; 32]);
+        let mut l = Lease::offered(id, terms(), UnixTime(0));
+        l.state = State::Running;
+        l.running_since = Some(UnixTime(0));
+        l.channel = Some(ChannelId([4; 32]));
+        book.insert(&l).unwrap();
+        // 100 s owed 100_000; paid 0; grace 10 s → the tick freezes.
+        let tick = Event::Tick {
+            container: machine::Observed::Running,
+        };
+        let mut raced = false;
+        let applied = book
+            .apply_racing(
+                &id,
+                &Event::Paid {
+                    cumulative: Edg(5_000),
+                },
+                UnixTime(100),
+                &mut || {
+                    if !raced {
+                        raced = true;
+                        let frozen = book.apply(&id, &tick, UnixTime(100)).unwrap();
+                        assert_eq!(frozen.lease.state, State::Frozen);
+                    }
+                },
+            )
+            .unwrap();
+        assert!(raced);
         let l = book.get(&id).unwrap().unwrap();
-        assert_eq!(l.state, State::Running);
-        assert_eq!(l.running_since, Some(106));
-        assert_eq!(l.paid, 500);
-        assert_eq!(l.channel, Some([5; 32]));
-        assert_eq!(l.history.len(), 6);
-        let l = book
-            .transition(&id, State::Frozen, 200, Some("behind".into()), |_| {})
+        assert_eq!(l.state, State::Frozen, "the freeze survived the payment");
+        assert_eq!(l.paid, Edg(5_000), "and the payment survived the freeze");
+        assert_eq!(applied.lease, l);
+    }
+
+    #[test]
+    fn concurrent_payments_and_ticks_lose_nothing() {
+        let store = Store::temporary().unwrap();
+        let book = std::sync::Arc::new(book(&store));
+        let id = LeaseId([6; 32]);
+        let mut l = Lease::offered(id, terms(), UnixTime(0));
+        l.state = State::Running;
+        l.running_since = Some(UnixTime(0));
+        l.channel = Some(ChannelId([4; 32]));
+        book.insert(&l).unwrap();
+        let payers: Vec<_> = (0..4u128)
+            .map(|t| {
+                let book = book.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u128 {
+                        let cumulative = Edg((i * 4 + t + 1) * 1000);
+                        book.apply(&id, &Event::Paid { cumulative }, UnixTime(1))
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for n in 0..200u64 {
+            let observed = match book.get(&id).unwrap().unwrap().state {
+                State::Frozen => machine::Observed::Paused,
+                _ => machine::Observed::Running,
+            };
+            book.apply(
+                &id,
+                &Event::Tick {
+                    container: observed,
+                },
+                UnixTime(n),
+            )
             .unwrap();
+        }
+        for p in payers {
+            p.join().unwrap();
+        }
+        let l = book.get(&id).unwrap().unwrap();
+        assert_eq!(l.paid, Edg(800 * 1000), "the highest proof is the total");
+    }
+
+    #[test]
+    fn an_unknown_lease_and_another_buyers_get_the_same_answer() {
+        let store = Store::temporary().unwrap();
+        let book = book(&store);
+        let id = LeaseId([1; 32]);
+        book.insert(&Lease::offered(id, terms(), UnixTime(0)))
+            .unwrap();
+        let stranger = Address::repeat_byte(9);
+        let theirs = book.of_buyer(&id, stranger).unwrap_err().to_string();
+        let none = book
+            .of_buyer(&LeaseId([2; 32]), stranger)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
-            l.running_since,
-            Some(106),
-            "freezing keeps the meter's start"
+            theirs.replace(&id.to_string(), "X"),
+            none.replace(&LeaseId([2; 32]).to_string(), "X")
         );
-        book.transition(&id, State::Running, 201, None, |_| {})
-            .unwrap();
-        book.transition(&id, State::Terminating, 300, Some("done".into()), |_| {})
-            .unwrap();
-        let l = book
-            .transition(&id, State::Settled, 301, None, |_| {})
-            .unwrap();
-        assert_eq!(l.reason.as_deref(), Some("done"));
-        assert!(
-            book.transition(&id, State::Running, 302, None, |_| {})
-                .is_err()
-        );
+        assert!(book.of_buyer(&id, Address::from([1; 20])).is_ok());
+        assert!(matches!(
+            book.insert(&Lease::offered(id, terms(), UnixTime(5))),
+            Err(Error::Known(_))
+        ));
     }
 }

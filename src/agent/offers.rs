@@ -1,51 +1,68 @@
 //! The offer desk: what the agent does with an `Offer` message. The offer
 //! must come from its buyer over the link (the handshake proved who that
 //! is), carry the buyer's EIP-712 signature, be proposed on chain under
-//! the same hash for this gateway, and pass admission; then the agent
-//! accepts on chain and records the lease. Asked again about an offer it
-//! already decided, it answers the same way without a second transaction.
+//! the same hash for this gateway, and pass admission. Then the lease is
+//! recorded, the accept is recorded as intended (`Accepting`), and only
+//! then sent: a crash or a late receipt leaves a record that says an
+//! accept may be on its way, which the next tick or restart looks up on
+//! chain, and never a lease the chain holds that the agent forgot.
+//! Asked again about an offer it already decided, it answers the same way
+//! without a second transaction.
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::Address;
 
 use super::admission::{Policy, admit};
-use super::lease::{Lease, LeaseBook, State};
+use super::executor::Executor;
+use super::lease::{Lease, State, Terms, UnixTime};
+use super::machine::{Applied, Effect, Event};
 use crate::chain::eip712::{self, Offer};
-use crate::chain::tx::TxSender;
 use crate::chain::{Deployment, Rpc};
 use crate::edgex::catalogue::Catalogue;
-use crate::market;
+use crate::market::{self, LeaseId, MarketState};
 use crate::p2p::handshake::recover;
 use crate::p2p::{Body, OfferTerms};
 
-/// The Market contract's `State.Proposed`.
-const PROPOSED: u8 = 1;
-
 pub struct OfferDesk<'a> {
-    pub book: &'a LeaseBook,
+    pub exec: &'a Executor<'a>,
     pub policy: &'a Policy,
     pub catalogue: &'a RwLock<Catalogue>,
     pub rpc: &'a Rpc,
     pub deployment: &'a Deployment,
-    /// Sends the gateway's transactions.
-    pub seller: &'a TxSender<'a>,
+    /// Held from admission to the accept's record: two offers must not
+    /// both fit in room for one.
+    pub admission: &'a Mutex<()>,
+}
+
+/// How an offer ends at the desk.
+enum Outcome {
+    Accepted,
+    Refused(String),
+    /// The accept is sent (or about to be), its outcome unknown.
+    Pending(String),
 }
 
 impl OfferDesk<'_> {
-    /// The answer to an `Offer` from `peer`: `OfferAccepted` or
-    /// `OfferRefused` with the reason.
-    pub fn take(&self, peer: Address, terms: &OfferTerms, signature: &[u8], now: u64) -> Body {
-        let mut id = [0u8; 32];
-        match self.decide(peer, terms, signature, now, &mut id) {
-            Ok(()) => Body::OfferAccepted { lease: id },
-            Err(reason) => {
-                log::info!(
-                    "offer 0x{} refused: {reason}",
-                    alloy_primitives::hex::encode(id)
-                );
-                Body::OfferRefused { lease: id, reason }
+    /// The answer to an `Offer` from `peer`.
+    pub fn take(&self, peer: Address, terms: &OfferTerms, signature: &[u8], now: UnixTime) -> Body {
+        let mut id = LeaseId([0; 32]);
+        let outcome = self
+            .decide(peer, terms, signature, now, &mut id)
+            .unwrap_or_else(Outcome::Refused);
+        match outcome {
+            Outcome::Accepted => Body::OfferAccepted { lease: id.0 },
+            Outcome::Refused(reason) => {
+                log::info!("offer {id} refused: {reason}");
+                Body::OfferRefused {
+                    lease: id.0,
+                    reason,
+                }
             }
+            Outcome::Pending(detail) => Body::OfferPending {
+                lease: id.0,
+                detail,
+            },
         }
     }
 
@@ -54,9 +71,9 @@ impl OfferDesk<'_> {
         peer: Address,
         terms: &OfferTerms,
         signature: &[u8],
-        now: u64,
-        id_out: &mut [u8; 32],
-    ) -> Result<(), String> {
+        now: UnixTime,
+        id_out: &mut LeaseId,
+    ) -> Result<Outcome, String> {
         let buyer = Address::from(terms.buyer);
         if buyer != peer {
             return Err(format!(
@@ -65,63 +82,108 @@ impl OfferDesk<'_> {
         }
         let offer = Offer::try_from(terms)?;
         let domain = eip712::market_domain(self.deployment.chain_id, self.deployment.market);
-        let id: B256 = eip712::offer_hash(&offer, &domain);
-        *id_out = id.0;
-        let signer = recover(&id, signature).map_err(|e| format!("offer signature: {e}"))?;
+        let digest = eip712::offer_hash(&offer, &domain);
+        let id = LeaseId::from(digest);
+        *id_out = id;
+        let signer = recover(&digest, signature).map_err(|e| format!("offer signature: {e}"))?;
         if signer != buyer {
             return Err(format!(
                 "the offer is signed by {signer}, not by its buyer {buyer}"
             ));
         }
-        if let Some(known) = self.book.get(&id.0).map_err(|e| e.to_string())? {
-            return match known.state {
-                State::Refused | State::Expired => {
-                    Err(known.reason.unwrap_or_else(|| known.state.name().into()))
-                }
-                _ => Ok(()),
-            };
+        let _admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = self.exec.book.get(&id).map_err(|e| e.to_string())? {
+            return Ok(self.known(known, now));
         }
-        let on_chain = market::lease(self.rpc, self.deployment, id)
+        let on_chain = market::lease_on_chain(self.rpc, self.deployment, digest)
             .map_err(|e| format!("cannot read the offer on chain: {e}"))?;
-        if on_chain.state != PROPOSED
+        if on_chain.state != MarketState::Proposed
             || on_chain.buyer != buyer
             || on_chain.gateway != self.policy.gateway
         {
             return Err(format!(
-                "offer {id} is not proposed on chain to this gateway (state {})",
+                "offer {id} is not proposed on chain to this gateway (it is {})",
                 on_chain.state
             ));
         }
-        let leases = self.book.all().map_err(|e| e.to_string())?;
+        let leases = self.exec.book.all().map_err(|e| e.to_string())?;
         let verdict = {
             let cat = self.catalogue.read().unwrap_or_else(|p| p.into_inner());
-            admit(self.policy, terms, &leases, &cat, now)
+            admit(self.policy, terms, &leases, &cat, now.0)
         };
-        self.book
-            .insert(&Lease::offered(id.0, terms.clone(), now))
+        let book = self.exec.book;
+        book.insert(&Lease::offered(id, Terms::from(terms), now))
             .map_err(|e| e.to_string())?;
         if let Err(reason) = verdict {
-            self.refuse(&id, &reason, now);
-            return Err(reason);
+            book.apply(&id, &Event::Refused(reason.clone()), now)
+                .map_err(|e| e.to_string())?;
+            return Ok(Outcome::Refused(reason));
         }
-        if let Err(e) = market::accept(self.seller, self.deployment, id) {
-            let reason = format!("accepting on chain failed: {e}");
-            self.refuse(&id, &reason, now);
-            return Err(reason);
-        }
-        self.book
-            .transition(&id.0, State::Accepted, now, None, |_| {})
+        // The intent is durable before the accept goes out.
+        let admitted = book
+            .apply(&id, &Event::Admitted, now)
             .map_err(|e| e.to_string())?;
-        log::info!("lease {id} accepted for buyer {buyer}");
-        Ok(())
+        drop(_admission);
+        Ok(match self.exec.carry_out(admitted, now) {
+            Ok(l) if l.state == State::Accepted => Outcome::Accepted,
+            Ok(l) => Outcome::Pending(format!("lease {id} is {}", l.state.name())),
+            Err(e) if refused_by_chain(&e) => {
+                let reason = format!("accepting on chain failed: {}", crate::logger::chain(&e));
+                book.apply(&id, &Event::Refused(reason.clone()), now)
+                    .map_err(|e| e.to_string())?;
+                Outcome::Refused(reason)
+            }
+            Err(e) => {
+                log::warn!(
+                    "lease {id}: accept not confirmed: {}",
+                    crate::logger::chain(&e)
+                );
+                Outcome::Pending(format!(
+                    "the accept of lease {id} is sent but not confirmed yet; send the offer again"
+                ))
+            }
+        })
     }
 
-    fn refuse(&self, id: &B256, reason: &str, now: u64) {
-        if let Err(e) =
-            self.book
-                .transition(&id.0, State::Refused, now, Some(reason.into()), |_| {})
-        {
-            log::error!("lease {id}: cannot record the refusal: {e}");
+    /// The answer for an offer already in the book: the same as before;
+    /// an accept still pending is looked up on chain first.
+    fn known(&self, known: Lease, now: UnixTime) -> Outcome {
+        let l = match known.state {
+            State::Accepting => match self.exec.carry_out(
+                Applied {
+                    lease: known.clone(),
+                    effects: vec![Effect::ReadChain],
+                    changed: false,
+                },
+                now,
+            ) {
+                Ok(l) => l,
+                Err(e) => {
+                    log::warn!("lease {}: {}", known.id, crate::logger::chain(&e));
+                    known
+                }
+            },
+            _ => known,
+        };
+        match l.state {
+            State::Refused | State::Expired => {
+                Outcome::Refused(l.reason.unwrap_or_else(|| l.state.name().into()))
+            }
+            State::Offered | State::Accepting => Outcome::Pending(format!(
+                "the accept of lease {} is not confirmed yet; send the offer again",
+                l.id
+            )),
+            _ => Outcome::Accepted,
         }
+    }
+}
+
+/// The chain said no to the accept for good: nothing happened on chain.
+fn refused_by_chain(e: &super::Error) -> bool {
+    match e {
+        super::Error::Chain { source, .. } => {
+            matches!(source.as_ref(), market::Error::Chain(c) if c.is_revert())
+        }
+        _ => false,
     }
 }

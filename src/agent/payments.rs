@@ -1,23 +1,24 @@
 //! The payments desk: a buyer names the channel that pays for its lease
 //! (`ChannelProof`), then sends balance proofs (`Payment`). The fee must be
 //! deposited on chain and the channel must be the buyer's, pay this
-//! gateway and not be closing; proofs go through the channel receiver,
-//! which verifies and fsyncs them before the agent acknowledges anything.
+//! gateway and not be closing. A proof is verified and written by the
+//! channel receiver, the lease's new total is written by the book, and one
+//! flush makes both durable before the agent acknowledges anything (one
+//! fsync per proof, shared with whatever else flushed at the same time).
 //! What a lease has been paid is the newest proof minus the channel's
 //! amount when it started paying for the lease.
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, U256};
 
-use super::lease::{LeaseBook, State};
+use super::lease::{LeaseBook, State, UnixTime};
+use super::machine::Event;
 use crate::chain::bindings::IChannelManager;
 use crate::chain::tx::view;
 use crate::chain::{Deployment, Rpc};
-use crate::channel::{ChannelInfo, Proof, Receiver};
-use crate::market;
+use crate::channel::{ChannelId, ChannelInfo, Proof, Receiver};
+use crate::market::{self, LeaseId, MarketState};
 use crate::p2p::Body;
-
-/// The Market contract's `State.Active`: fee deposited, lease valid.
-const ACTIVE: u8 = 3;
+use crate::units::Edg;
 
 pub struct PaymentDesk<'a> {
     pub book: &'a LeaseBook,
@@ -27,9 +28,9 @@ pub struct PaymentDesk<'a> {
     pub gateway: Address,
 }
 
-fn status(lease: [u8; 32], state: State, detail: &str) -> Body {
+fn status(lease: LeaseId, state: State, detail: &str) -> Body {
     Body::Status {
-        lease,
+        lease: lease.0,
         state: state.name().into(),
         detail: detail.into(),
     }
@@ -41,13 +42,19 @@ fn error(message: impl Into<String>) -> Body {
     }
 }
 
+/// An on-chain amount as EDG (proofs are within a uint96 deposit; saturate
+/// anyway rather than wrap).
+fn edg(v: U256) -> Edg {
+    Edg(u128::try_from(v).unwrap_or(u128::MAX))
+}
+
 impl PaymentDesk<'_> {
     pub fn channel_proof(
         &self,
         peer: Address,
-        lease: [u8; 32],
-        channel: [u8; 32],
-        now: u64,
+        lease: LeaseId,
+        channel: ChannelId,
+        now: UnixTime,
     ) -> Body {
         match self.prove_channel(peer, lease, channel, now) {
             Ok(body) => body,
@@ -58,128 +65,121 @@ impl PaymentDesk<'_> {
     fn prove_channel(
         &self,
         peer: Address,
-        lease: [u8; 32],
-        channel: [u8; 32],
-        now: u64,
+        lease: LeaseId,
+        channel: ChannelId,
+        now: UnixTime,
     ) -> Result<Body, String> {
-        let id = B256::from(lease);
-        let l = self.own_lease(peer, &lease)?;
-        let mut state = l.state;
-        if state == State::Accepted {
-            let on_chain =
-                market::lease(self.rpc, self.deployment, id).map_err(|e| e.to_string())?;
-            if on_chain.state != ACTIVE {
+        let mut l = self
+            .book
+            .of_buyer(&lease, peer)
+            .map_err(|e| e.to_string())?;
+        if l.state == State::Accepted {
+            let on_chain = market::lease_on_chain(self.rpc, self.deployment, lease.b256())
+                .map_err(|e| format!("cannot read lease {lease} on chain: {e}"))?;
+            if on_chain.state != MarketState::Active {
                 return Err(format!(
-                    "lease {id}: the fee is not deposited on chain yet (dedge_fee)"
+                    "lease {lease}: the fee is not deposited on chain yet (dedge_fee)"
                 ));
             }
-            self.book
-                .transition(&lease, State::FeePaid, now, None, |_| {})
-                .map_err(|e| e.to_string())?;
-            state = State::FeePaid;
+            l = self
+                .book
+                .apply(&lease, &Event::FeeSeen, now)
+                .map_err(|e| e.to_string())?
+                .lease;
         }
-        if state != State::FeePaid {
-            return Ok(status(lease, state, "a channel is already proven"));
+        if l.state != State::FeePaid {
+            return Ok(status(lease, l.state, "a channel is already proven"));
         }
         let ch: IChannelManager::Channel = view(
             self.rpc,
             self.deployment.channels,
             &IChannelManager::channelOfCall {
-                channelId: B256::from(channel),
+                channelId: channel.b256(),
             },
         )
-        .map_err(|e| format!("cannot read channel on chain: {e}"))?;
+        .map_err(|e| format!("cannot read channel {channel} on chain: {e}"))?;
         if ch.sender != peer || ch.receiver != self.gateway {
             return Err(format!(
-                "channel {} is from {} to {}, not from the buyer {peer} to this gateway",
-                B256::from(channel),
-                ch.sender,
-                ch.receiver
+                "channel {channel} is from {} to {}, not from the buyer {peer} to this gateway",
+                ch.sender, ch.receiver
             ));
         }
         if ch.settleAfter.to::<u64>() != 0 {
-            return Err(format!("channel {} is closing", B256::from(channel)));
+            return Err(format!("channel {channel} is closing"));
         }
         let deposit = U256::from(ch.deposit.to::<u128>());
         if deposit.is_zero() {
-            return Err("the channel holds no deposit".into());
+            return Err(format!("channel {channel} holds no deposit"));
         }
         let info = ChannelInfo {
-            id: B256::from(channel),
+            id: channel.b256(),
             sender: ch.sender,
             receiver: ch.receiver,
             deposit,
         };
-        self.receiver.watch(info, id).map_err(|e| e.to_string())?;
         let base = self
             .receiver
-            .newest(info.id)
-            .map_err(|e| e.to_string())?
-            .map_or(0, |p| u128::try_from(p.amount).unwrap_or(u128::MAX));
-        self.book
-            .transition(&lease, State::ChannelProven, now, None, |l| {
-                l.channel = Some(channel);
-                l.channel_base = base;
-            })
+            .watch(info, lease.b256())
             .map_err(|e| e.to_string())?;
-        Ok(status(
-            lease,
-            State::ChannelProven,
-            "send the image (Deploy)",
-        ))
+        let proven = Event::ChannelProven {
+            channel,
+            base: edg(base),
+        };
+        let l = self
+            .book
+            .apply(&lease, &proven, now)
+            .map_err(|e| e.to_string())?
+            .lease;
+        Ok(status(lease, l.state, "send the image (Deploy)"))
     }
 
     pub fn payment(
         &self,
         peer: Address,
-        lease: [u8; 32],
-        channel: [u8; 32],
+        lease: LeaseId,
+        channel: ChannelId,
         amount: [u8; 32],
         signature: Vec<u8>,
+        now: UnixTime,
     ) -> Body {
-        let l = match self.own_lease(peer, &lease) {
+        let l = match self.book.of_buyer(&lease, peer) {
             Ok(l) => l,
-            Err(why) => return error(why),
+            Err(e) => return error(e.to_string()),
         };
         if l.channel != Some(channel) {
             return error(format!(
-                "lease {} is not paid through channel {}",
-                l.id_hex(),
-                B256::from(channel)
+                "lease {lease} is not paid through channel {channel}"
             ));
         }
         let proof = Proof {
-            channel: B256::from(channel),
+            channel: channel.b256(),
             amount: U256::from_be_bytes(amount),
-            lease: B256::from(lease),
+            lease: lease.b256(),
             signature,
         };
-        if let Err(why) = self.receiver.accept(proof) {
-            return error(format!("payment refused: {why}"));
-        }
-        // Durable in the receiver: from here on the proof counts.
-        // Accepted proofs are within a uint96 deposit; saturate anyway.
-        let cumulative = u128::try_from(U256::from_be_bytes(amount)).unwrap_or(u128::MAX);
-        let paid = cumulative.saturating_sub(l.channel_base);
-        if let Err(e) = self.book.record_payment(&lease, paid) {
+        let cumulative = match self.receiver.stage(proof) {
+            Ok(c) => edg(c),
+            Err(why) => return error(format!("payment refused: {why}")),
+        };
+        // Staged, not yet durable: the lease's total joins the proof in
+        // the same flush. A failure here loses no money (the proof is the
+        // receiver's, and claims use it); the next proof brings the
+        // lease's total up.
+        if let Err(e) = self
+            .book
+            .apply_staged(&lease, &Event::Paid { cumulative }, now)
+        {
             log::error!(
-                "lease {}: payment stored, lease not updated: {e}",
-                l.id_hex()
+                "lease {lease}: payment staged, lease not updated: {}",
+                crate::logger::chain(&e)
             );
         }
-        Body::PaymentAck { lease, amount }
-    }
-
-    /// The lease, if `peer` is its buyer.
-    fn own_lease(&self, peer: Address, lease: &[u8; 32]) -> Result<super::lease::Lease, String> {
-        let l = self
-            .book
-            .get(lease)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("unknown lease {}", B256::from(*lease)))?;
-        if Address::from(l.terms.buyer) != peer {
-            return Err(format!("lease {} is not yours", l.id_hex()));
+        if let Err(e) = self.receiver.flush() {
+            return error(format!("payment not stored: {e}"));
         }
-        Ok(l)
+        Body::PaymentAck {
+            lease: lease.0,
+            amount,
+        }
     }
 }

@@ -1,146 +1,151 @@
-//! The on-chain end of a terminating lease, one idempotent step at a time:
-//! report the seller's termination with what the lease was paid (which
-//! settles it if the buyer has reported, or starts the termination
-//! timeout), finalize once that timeout has passed, then claim the
-//! channel up to the newest proof, and mark the lease settled. Each step
-//! reads the chain first, so a step repeated after a crash or a lost
-//! receipt does nothing twice. The container is torn down before this
-//! (`deploy::teardown`).
+//! The agent's hands on chain: what the executor's on-chain effects do
+//! (`executor::Chain`), and the chain read that every settle step starts
+//! from. The steps themselves, and in what order, are the machine's
+//! (`machine::settle_seen`); here each one is a single transaction, sent
+//! while the gateway's nonce lock is held, and each read turns the
+//! Market's answer into a `ChainView` with the contract's own time rules
+//! (read once from the deployed contract, never assumed).
 
-use alloy_primitives::{B256, U256};
+use std::sync::Mutex;
 
-use super::lease::{LeaseBook, State};
+use alloy_primitives::U256;
+
+use super::executor::Chain;
+use super::lease::Lease;
+use super::machine::ChainView;
 use super::{Error, Result};
-use crate::chain::bindings::{IChannelManager, IMarket};
+use crate::chain::bindings::IChannelManager;
 use crate::chain::tx::{TxSender, view};
 use crate::chain::{Deployment, Rpc};
 use crate::channel::{Receiver, onchain};
-use crate::market;
+use crate::market::{self, MarketState, Rules};
+use crate::units::Edg;
 
-// The Market contract's states and flags.
-const ACCEPTED: u8 = 2;
-const ACTIVE: u8 = 3;
-const TERMINATING: u8 = 4;
-const SETTLED: u8 = 5;
-const SELLER_TERMINATED: u8 = 4;
-/// `Market.TERMINATION_TIMEOUT`.
-const TERMINATION_TIMEOUT: u64 = 86_400;
-
-pub struct Settler<'a> {
-    pub book: &'a LeaseBook,
-    pub receiver: &'a Receiver,
+pub struct MarketHands<'a> {
     pub rpc: &'a Rpc,
     pub deployment: &'a Deployment,
-    pub seller: &'a TxSender<'a>,
+    pub receiver: &'a Receiver,
+    pub rules: Rules,
+    /// Sends the gateway's transactions.
+    pub seller: TxSender<'a>,
+    /// Held while a transaction is sent: one nonce sequence.
+    pub lock: &'a Mutex<()>,
 }
 
-/// Where a terminating lease stands after a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// The seller reported; the buyer has not, and the timeout runs.
-    Waiting,
-    Settled,
+fn on_chain(l: &Lease, step: &'static str) -> impl FnOnce(market::Error) -> Error {
+    let id = l.id;
+    move |source| Error::Chain {
+        id,
+        step,
+        source: Box::new(source),
+    }
 }
 
-fn chain(e: impl std::fmt::Display) -> Error {
-    Error::Lease(format!("chain: {e}"))
-}
-
-impl Settler<'_> {
-    pub fn step(&self, lease: &[u8; 32], now: u64) -> Result<Progress> {
-        let l = self
-            .book
-            .get(lease)?
-            .ok_or_else(|| Error::Lease(format!("no lease {}", B256::from(*lease))))?;
-        if l.state == State::Settled {
-            return Ok(Progress::Settled);
-        }
-        if l.state != State::Terminating {
-            return Err(Error::Lease(format!(
-                "lease {} is {}, not terminating",
-                l.id_hex(),
-                l.state.name()
-            )));
-        }
-        let id = B256::from(*lease);
-        let mut on_chain: IMarket::Lease =
-            market::lease(self.rpc, self.deployment, id).map_err(chain)?;
-        if on_chain.state == ACCEPTED {
-            // Never funded: nothing to report or claim.
-            self.book
-                .transition(lease, State::Settled, now, None, |_| {})?;
-            return Ok(Progress::Settled);
-        }
-        if on_chain.state == ACTIVE
-            || (on_chain.state == TERMINATING && on_chain.flags & SELLER_TERMINATED == 0)
-        {
-            market::terminate(self.seller, self.deployment, id, U256::from(l.paid))
-                .map_err(chain)?;
-            on_chain = market::lease(self.rpc, self.deployment, id).map_err(chain)?;
-        }
-        if on_chain.state == TERMINATING {
-            // The contract counts the timeout in block time, so do we.
-            let end = on_chain.end.to::<u64>();
-            if self.chain_time()? < end.saturating_add(TERMINATION_TIMEOUT) {
-                return Ok(Progress::Waiting);
-            }
-            self.seller
-                .execute(
-                    self.deployment.market,
-                    &IMarket::finalizeCall { leaseId: id },
-                )
-                .map_err(chain)?;
-            on_chain = market::lease(self.rpc, self.deployment, id).map_err(chain)?;
-        }
-        if on_chain.state != SETTLED {
-            return Err(Error::Lease(format!(
-                "lease {id} is in market state {} after terminating",
-                on_chain.state
-            )));
-        }
-        self.claim(&l.channel)?;
-        self.book
-            .transition(lease, State::Settled, now, None, |_| {})?;
-        log::info!("lease {id} settled, paid {}", l.paid);
-        Ok(Progress::Settled)
+impl MarketHands<'_> {
+    fn sending<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _nonce = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
     }
 
-    /// The latest block's timestamp.
-    fn chain_time(&self) -> Result<u64> {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            timestamp: alloy_primitives::U64,
-        }
-        let head: Head = self
-            .rpc
-            .call("eth_getBlockByNumber", serde_json::json!(["latest", false]))
-            .map_err(chain)?;
-        Ok(head.timestamp.to::<u64>())
-    }
-
-    /// Claims the channel up to its newest proof, if that is above what was
-    /// claimed already.
-    fn claim(&self, channel: &Option<[u8; 32]>) -> Result<()> {
-        let Some(channel) = channel else {
-            return Ok(());
+    /// The channel's newest proof is above what the chain says was claimed.
+    fn claimable(&self, l: &Lease) -> Result<bool> {
+        let Some(channel) = l.channel else {
+            return Ok(false);
         };
-        let id = B256::from(*channel);
-        let Some(proof) = self
+        let newest = self
             .receiver
-            .newest(id)
-            .map_err(|e| Error::Lease(e.to_string()))?
-        else {
-            return Ok(());
+            .newest(channel.b256())
+            .map_err(|source| Error::Channel { channel, source })?;
+        let Some(proof) = newest else {
+            return Ok(false);
         };
         let ch: IChannelManager::Channel = view(
             self.rpc,
             self.deployment.channels,
-            &IChannelManager::channelOfCall { channelId: id },
+            &IChannelManager::channelOfCall {
+                channelId: channel.b256(),
+            },
         )
-        .map_err(chain)?;
-        if proof.amount > U256::from(ch.claimed.to::<u128>()) {
-            onchain::claim(self.seller, self.deployment, &proof).map_err(chain)?;
-        }
+        .map_err(|e| on_chain(l, "reading the channel")(e.into()))?;
+        Ok(proof.amount > U256::from(ch.claimed.to::<u128>()))
+    }
+}
+
+impl Chain for MarketHands<'_> {
+    fn read(&self, l: &Lease) -> Result<ChainView> {
+        let oc = market::lease_on_chain(self.rpc, self.deployment, l.id.b256())
+            .map_err(on_chain(l, "reading the lease"))?;
+        let chain_time =
+            market::chain_time(self.rpc).map_err(on_chain(l, "reading the chain's time"))?;
+        // Only a settled lease is claimed: no channel read before then.
+        let claimable = match oc.state {
+            MarketState::Settled | MarketState::Cancelled => self.claimable(l)?,
+            _ => false,
+        };
+        Ok(ChainView {
+            state: oc.state,
+            seller_reported: oc.flags.seller_terminated(),
+            start: oc.start,
+            end: oc.end,
+            offer_expiry: oc.offer_expiry,
+            chain_time,
+            termination_timeout: self.rules.termination_timeout,
+            funding_window: self.rules.funding_window,
+            claimable,
+        })
+    }
+
+    fn accept(&self, l: &Lease) -> Result<()> {
+        self.sending(|| market::accept(&self.seller, self.deployment, l.id.b256()))
+            .map_err(on_chain(l, "accepting"))?;
+        log::info!("lease {} accepted for buyer {}", l.id, l.terms.buyer());
+        Ok(())
+    }
+
+    fn report(&self, l: &Lease, paid: Edg) -> Result<()> {
+        self.sending(|| {
+            market::terminate(
+                &self.seller,
+                self.deployment,
+                l.id.b256(),
+                U256::from(paid.wei()),
+            )
+        })
+        .map_err(on_chain(l, "terminating"))?;
+        Ok(())
+    }
+
+    fn finalize(&self, l: &Lease) -> Result<()> {
+        self.sending(|| market::finalize(&self.seller, self.deployment, l.id.b256()))
+            .map_err(on_chain(l, "finalizing"))?;
+        Ok(())
+    }
+
+    fn cancel(&self, l: &Lease) -> Result<()> {
+        self.sending(|| market::cancel(&self.seller, self.deployment, l.id.b256()))
+            .map_err(on_chain(l, "cancelling"))?;
+        log::info!("lease {}: cancelled on chain (never funded)", l.id);
+        Ok(())
+    }
+
+    fn claim(&self, l: &Lease) -> Result<()> {
+        let Some(channel) = l.channel else {
+            return Ok(());
+        };
+        let newest = self
+            .receiver
+            .newest(channel.b256())
+            .map_err(|source| Error::Channel { channel, source })?;
+        let Some(proof) = newest else {
+            return Ok(());
+        };
+        self.sending(|| onchain::claim(&self.seller, self.deployment, &proof))
+            .map_err(|e| on_chain(l, "claiming the channel")(e.into()))?;
+        log::info!(
+            "lease {}: channel {channel} claimed up to {}",
+            l.id,
+            proof.amount
+        );
         Ok(())
     }
 }

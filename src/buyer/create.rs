@@ -267,15 +267,31 @@ fn send_offer(buyer: &Buyer, link: &mut Link, offer: &eip712::Offer, lease: B256
         .map_err(|e| Error::Request(e.to_string()))?
         .as_bytes()
         .to_vec();
-    match link.ask(Body::Offer {
-        terms: OfferTerms::from(offer),
-        signature,
-    })? {
-        Body::OfferAccepted { lease: id } if id == lease.0 => Ok(()),
-        Body::OfferRefused { reason, .. } => Err(Error::Refused(reason)),
-        other => Err(link.unexpected(&other, "OfferAccepted")),
+    // An accept sent but not yet confirmed is asked about again: the same
+    // offer never makes the gateway send a second accept.
+    let deadline = std::time::Instant::now() + OFFER_PENDING;
+    loop {
+        let answer = link.ask(Body::Offer {
+            terms: OfferTerms::from(offer),
+            signature: signature.clone(),
+        })?;
+        match answer {
+            Body::OfferAccepted { lease: id } if id == lease.0 => return Ok(()),
+            Body::OfferRefused { reason, .. } => return Err(Error::Refused(reason)),
+            Body::OfferPending { lease: id, .. }
+                if id == lease.0 && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(OFFER_RETRY);
+            }
+            other => return Err(link.unexpected(&other, "OfferAccepted")),
+        }
     }
 }
+
+/// How long the buyer keeps asking about an offer whose accept is pending
+/// on chain, and how often.
+const OFFER_PENDING: std::time::Duration = std::time::Duration::from_secs(600);
+const OFFER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A channel to the gateway with room for the whole lease: one of the
 /// buyer's whose leases are all finished and that no other process holds,

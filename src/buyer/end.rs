@@ -14,14 +14,8 @@ use super::record::{self, LeaseRecord};
 use super::wallet::Channel;
 use super::{Buyer, Error, Result, chain};
 use crate::chain::bindings::IMarket;
-use crate::market;
+use crate::market::{self, MarketState};
 use crate::p2p::Body;
-
-// The Market contract's states and flags.
-const ACTIVE: u8 = 3;
-const TERMINATING: u8 = 4;
-const SETTLED: u8 = 5;
-const BUYER_TERMINATED: u8 = 2;
 
 /// How long a terminate waits for a running payer to let go.
 const PAYER_STOP: Duration = Duration::from_secs(15);
@@ -60,7 +54,7 @@ pub fn terminate(
     lease: B256,
     reason: &str,
     tell: &mut dyn FnMut(&str),
-) -> Result<u8> {
+) -> Result<MarketState> {
     let r = record::load(&buyer.data, lease)?;
     let paid = match r.channel {
         Some(id) => take_channel(buyer, &r, id)?.paid_for(lease)?,
@@ -79,10 +73,10 @@ pub fn terminate(
             "{e}; the gateway settles on its own once it sees the report"
         )),
     }
-    let state = market::lease(&buyer.rpc, &buyer.d, lease)
+    let state = market::lease_on_chain(&buyer.rpc, &buyer.d, lease)
         .map_err(chain)?
         .state;
-    let name = if state == SETTLED {
+    let name = if state == MarketState::Settled {
         "settled"
     } else {
         "terminated"
@@ -93,8 +87,9 @@ pub fn terminate(
 
 /// The buyer's report on chain, unless it is there already.
 fn report(buyer: &Buyer, lease: B256, paid: U256, tell: &mut dyn FnMut(&str)) -> Result<()> {
-    let l: IMarket::Lease = market::lease(&buyer.rpc, &buyer.d, lease).map_err(chain)?;
-    let due = l.state == ACTIVE || (l.state == TERMINATING && l.flags & BUYER_TERMINATED == 0);
+    let l = market::lease_on_chain(&buyer.rpc, &buyer.d, lease).map_err(chain)?;
+    let due = l.state == MarketState::Active
+        || (l.state == MarketState::Terminating && !l.flags.buyer_terminated());
     if !due {
         return Ok(());
     }

@@ -112,6 +112,8 @@ mod generated {
             function leaseOf(bytes32 leaseId) external view returns (Lease memory);
             function hashOffer(Offer offer) external view returns (bytes32);
             function leaseFee() external view returns (uint256);
+            function TERMINATION_TIMEOUT() external view returns (uint256);
+            function FUNDING_WINDOW() external view returns (uint256);
             function domainSeparator() external view returns (bytes32);
             event OfferProposed(bytes32 indexed leaseId, address indexed buyer, address indexed gateway, uint40 expiry);
             event OfferAccepted(bytes32 indexed leaseId, address indexed buyer, address indexed gateway);

@@ -60,4 +60,18 @@ pub enum Error {
     Store(#[from] crate::store::Error),
 }
 
+impl Error {
+    /// The chain refused the call for good: a mined transaction reverted,
+    /// or the node refused it with a revert reason. Nothing happened on
+    /// chain, unlike a transaction whose fate is unknown.
+    pub fn is_revert(&self) -> bool {
+        match self {
+            Error::Reverted { .. } => true,
+            Error::Rpc { revert, .. } => revert.is_some(),
+            Error::AllEndpointsFailed(last) => last.is_revert(),
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

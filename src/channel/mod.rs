@@ -14,6 +14,29 @@ use crate::store::{Store, Tree};
 
 pub mod onchain;
 
+/// A payment channel: `ChannelManager`'s key for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChannelId(pub [u8; 32]);
+
+impl ChannelId {
+    pub fn b256(self) -> B256 {
+        B256::from(self.0)
+    }
+}
+
+impl From<B256> for ChannelId {
+    fn from(b: B256) -> Self {
+        ChannelId(b.0)
+    }
+}
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.b256())
+    }
+}
+
 /// A channel as the chain knows it (`ChannelOpened`, `channelOf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelInfo {
@@ -103,16 +126,20 @@ impl Receiver {
     }
 
     /// Starts (or moves) `info`'s channel to paying for `lease`. The channel
-    /// keeps its newest proof: amounts are cumulative across leases. Durable
-    /// on return.
-    pub fn watch(&self, info: ChannelInfo, lease: B256) -> Result<(), Rejected> {
+    /// keeps its newest proof: amounts are cumulative across leases, and
+    /// what it returns (the newest amount when the move happened, read
+    /// under the same lock as the write) is where the lease's payments
+    /// start. Durable on return.
+    pub fn watch(&self, info: ChannelInfo, lease: B256) -> Result<U256, Rejected> {
         if info.receiver != self.me {
             return Err(Rejected::NotOurs {
                 channel: info.id,
                 receiver: info.receiver,
             });
         }
+        let _guard = self.guard();
         let newest = self.channels.get::<Record>(info.id)?.and_then(|r| r.newest);
+        let base = newest.as_ref().map_or(U256::ZERO, |p| p.amount);
         self.channels.put(
             info.id,
             &Record {
@@ -122,7 +149,7 @@ impl Receiver {
             },
         )?;
         self.store.flush()?;
-        Ok(())
+        Ok(base)
     }
 
     /// A top-up seen on chain raises the deposit proofs may reach.
@@ -203,6 +230,26 @@ impl Receiver {
         self.accept_batch(vec![p])
             .pop()
             .unwrap_or(Err(Rejected::Store("empty batch".into())))
+    }
+
+    /// Verifies and writes one proof, not yet durable: the caller writes
+    /// what else the proof changes (the lease it pays) and then flushes the
+    /// store once for all of it, before acknowledging anything. Returns the
+    /// channel's new cumulative amount.
+    pub fn stage(&self, p: Proof) -> Result<U256, Rejected> {
+        let _guard = self.guard();
+        let mut r = self.record(p.channel)?;
+        self.verify(&r, &p)?;
+        let amount = p.amount;
+        r.newest = Some(p);
+        self.channels.put(r.info.id, &r)?;
+        Ok(amount)
+    }
+
+    /// Makes staged proofs (and every other write to the store) durable.
+    pub fn flush(&self) -> Result<(), Rejected> {
+        self.store.flush()?;
+        Ok(())
     }
 
     /// Accepts several proofs with one fsync (group commit). Results are in

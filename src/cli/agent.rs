@@ -137,12 +137,5 @@ fn status(board: Option<&std::path::Path>, json: bool) -> Result<(), Error> {
 
 /// An error and its causes on one line, outermost first.
 fn chain_of(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    crate::logger::chain(e)
 }

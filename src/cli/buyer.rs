@@ -20,6 +20,7 @@ use crate::buyer::pay::{self, Ended};
 use crate::buyer::record::{self, LeaseRecord};
 use crate::buyer::wallet::Channel;
 use crate::buyer::{self, Buyer, end};
+use crate::market::MarketState;
 use crate::p2p::Body;
 use crate::units::Edg;
 
@@ -96,12 +97,12 @@ pub fn run(sub: &str, mut a: Args) -> Result<(), Error> {
             if a.json {
                 return say!(
                     "{}\n",
-                    serde_json::json!({"lease": lease, "market_state": state})
+                    serde_json::json!({"lease": lease, "market_state": state.name()})
                 );
             }
             say!(
                 "lease {lease} {}\n",
-                if state == 5 {
+                if state == MarketState::Settled {
                     "settled"
                 } else {
                     "terminated (the Market settles once both sides report, or after its timeout)"

@@ -360,22 +360,9 @@ pub(super) fn request(a: &Args, gateway: Address) -> Result<offer::Request, Erro
     Ok(req)
 }
 
-const STATES: [&str; 7] = [
-    "none",
-    "proposed",
-    "accepted",
-    "active",
-    "terminating",
-    "settled",
-    "cancelled",
-];
-
 fn show(chain: &Chain, lease: B256, json: bool) -> Result<(), Error> {
     let l = market::lease(&chain.rpc, &chain.d, lease).map_err(runtime)?;
-    let state = STATES
-        .get(usize::from(l.state))
-        .copied()
-        .unwrap_or("unknown");
+    let state = market::MarketState::try_from(l.state).map_or("unknown", |s| s.name());
     if json {
         let v = serde_json::json!({
             "lease": lease, "state": state, "buyer": l.buyer, "gateway": l.gateway,

@@ -3,6 +3,7 @@
 //! escrow the fee, terminate, read the invoice.
 
 pub mod capabilities;
+pub mod state;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,6 +15,7 @@ use crate::chain::bindings::{IEDGToken, IMarket, IRegistry};
 use crate::chain::tx::{Log, Receipt, TxSender, view};
 use crate::chain::{Deployment, Rpc, Signer, eip712};
 pub use capabilities::Capabilities;
+pub use state::{Flags, LeaseId, MarketState, Rules};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -225,6 +227,72 @@ pub fn lease(rpc: &Rpc, d: &Deployment, lease: B256) -> Result<IMarket::Lease> {
         d.market,
         &IMarket::leaseOfCall { leaseId: lease },
     )?)
+}
+
+/// A lease as the Market holds it, with its state and flags typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnChain {
+    pub state: MarketState,
+    pub flags: Flags,
+    pub buyer: Address,
+    pub gateway: Address,
+    /// Acceptance time until funded, then the lease start.
+    pub start: u64,
+    /// The first termination's time.
+    pub end: u64,
+    pub offer_expiry: u64,
+}
+
+/// `leaseOf`, typed: a state outside the contract's enum is an error that
+/// names it, never read as some state.
+pub fn lease_on_chain(rpc: &Rpc, d: &Deployment, id: B256) -> Result<OnChain> {
+    let l = lease(rpc, d, id)?;
+    let state = MarketState::try_from(l.state).map_err(|v| {
+        Error::Invalid(format!(
+            "lease {id}: market state {v} is not one of the contract's"
+        ))
+    })?;
+    Ok(OnChain {
+        state,
+        flags: Flags(l.flags),
+        buyer: l.buyer,
+        gateway: l.gateway,
+        start: l.start.to::<u64>(),
+        end: l.end.to::<u64>(),
+        offer_expiry: l.offerExpiry.to::<u64>(),
+    })
+}
+
+/// The deployed Market's time rules.
+pub fn rules(rpc: &Rpc, d: &Deployment) -> Result<Rules> {
+    let secs = |v: U256, what: &str| {
+        u64::try_from(v)
+            .map_err(|_| Error::Invalid(format!("Market.{what} = {v} does not fit 64 bits")))
+    };
+    let timeout: U256 = view(rpc, d.market, &IMarket::TERMINATION_TIMEOUTCall {})?;
+    let window: U256 = view(rpc, d.market, &IMarket::FUNDING_WINDOWCall {})?;
+    Ok(Rules {
+        termination_timeout: secs(timeout, "TERMINATION_TIMEOUT")?,
+        funding_window: secs(window, "FUNDING_WINDOW")?,
+    })
+}
+
+/// The latest block's timestamp: the clock the Market's rules run on.
+pub fn chain_time(rpc: &Rpc) -> Result<u64> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        timestamp: alloy_primitives::U64,
+    }
+    let head: Head = rpc.call("eth_getBlockByNumber", json!(["latest", false]))?;
+    Ok(head.timestamp.to::<u64>())
+}
+
+pub fn finalize(party: &TxSender, d: &Deployment, lease: B256) -> Result<Receipt> {
+    Ok(party.execute(d.market, &IMarket::finalizeCall { leaseId: lease })?)
+}
+
+pub fn cancel(party: &TxSender, d: &Deployment, lease: B256) -> Result<Receipt> {
+    Ok(party.execute(d.market, &IMarket::cancelCall { leaseId: lease })?)
 }
 
 /// The lease's `Invoice` event, once it has been settled.

@@ -136,6 +136,10 @@ pub enum Body {
         ran: u64,
         edgex: Vec<DeviceUse>,
     },
+    /// Seller → buyer: the offer was admitted and its accept sent, but
+    /// the transaction is not confirmed yet; send the offer again later
+    /// (the same offer never makes a second accept).
+    OfferPending { lease: [u8; 32], detail: String },
 }
 
 /// One device's use by a lease, as the bridge metered it (`*` collects
@@ -175,6 +179,7 @@ impl Body {
             Body::Terminate { .. } => "Terminate",
             Body::Error { .. } => "Error",
             Body::Account { .. } => "Account",
+            Body::OfferPending { .. } => "OfferPending",
         }
     }
 }

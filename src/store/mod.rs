@@ -5,6 +5,8 @@
 //! postcard-encoded values and one `flush` that means "on disk".
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -39,6 +41,9 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// Flushes asked of this database (each one an fsync unless another
+    /// flush covered its writes): what the group-commit test counts.
+    flushes: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -51,27 +56,41 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Store { db })
+        Ok(Store::of(db))
+    }
+
+    fn of(db: sled::Db) -> Store {
+        Store {
+            db,
+            flushes: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// A database that vanishes when dropped, for tests and benchmarks.
     pub fn temporary() -> Result<Store> {
         let db = sled::Config::new().temporary(true).open()?;
-        Ok(Store { db })
+        Ok(Store::of(db))
     }
 
     pub fn tree(&self, name: &str) -> Result<Tree> {
         Ok(Tree {
             name: name.to_string(),
             tree: self.db.open_tree(name)?,
+            flushes: self.flushes.clone(),
         })
     }
 
     /// Makes every write so far durable (fsync). Callers acknowledge
     /// anything to a peer only after this returns.
     pub fn flush(&self) -> Result<()> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         self.db.flush()?;
         Ok(())
+    }
+
+    /// How many flushes were asked of this database so far.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 }
 
@@ -80,6 +99,7 @@ impl Store {
 pub struct Tree {
     name: String,
     tree: sled::Tree,
+    flushes: Arc<AtomicU64>,
 }
 
 impl Tree {
@@ -106,8 +126,34 @@ impl Tree {
 
     /// Makes this tree's writes durable (fsync).
     pub fn flush(&self) -> Result<()> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         self.tree.flush()?;
         Ok(())
+    }
+
+    /// The raw bytes at `key`, for records that decode themselves
+    /// (versioned formats).
+    pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Every raw record, in key order.
+    pub fn iter_bytes(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+        self.tree.iter().map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+    }
+
+    /// Writes `new` at `key` if the record there is still `old` (`None`:
+    /// absent). False when another writer changed it first.
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        old: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool> {
+        Ok(self.tree.compare_and_swap(key, old, new)?.is_ok())
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<()> {
