@@ -11,6 +11,9 @@
 //! Needs root (a network namespace, as the runtime makes for containers,
 //! entered with setns: loopback only, the path a container's request takes).
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

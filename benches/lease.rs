@@ -10,6 +10,9 @@
 //! Release builds of `dedge` are used throughout; anvil mines each
 //! transaction at once.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::BufRead;
 
 use std::process::{Child, Command, Stdio};

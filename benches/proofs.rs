@@ -11,6 +11,9 @@
 //!                batch; no proof is acknowledged before its batch is durable
 //! Target (issue #4): >= 5,000 proofs/s durably persisted.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256, keccak256};

@@ -14,6 +14,9 @@
 //! started the same way: `unshare -m --propagation private sh -c
 //! 'umount /sys/fs/cgroup/unified; exec RUNTIME ...'`.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cell::RefCell;
 use std::fs;
 use std::path::{Path, PathBuf};

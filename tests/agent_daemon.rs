@@ -7,6 +7,9 @@
 //! status, SIGTERM; SIGKILL mid-lease and restart), and a buyer who stops
 //! paying. Needs root and cgroups (SKIP otherwise).
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{TcpListener, TcpStream};

@@ -6,6 +6,9 @@
 //! buyer's request and a lease not ready are refused. Needs root and
 //! cgroups (SKIP otherwise) and tests/setup.sh's IPFS harness.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 

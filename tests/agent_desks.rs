@@ -11,6 +11,9 @@
 //! late is answered "pending" and found on chain when asked again, never
 //! recorded as refused (defect 2).
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::net::{TcpListener, TcpStream};

@@ -1,6 +1,9 @@
 //! The chain client against a real anvil with the real contracts: EIP-712
 //! identical in Rust and Solidity, transactions, reverts, nonces, fee bumps.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

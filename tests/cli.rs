@@ -1,5 +1,8 @@
 //! The `dedge` binary as a vendor uses it: exit codes, messages, help.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! that reads and writes through its bridge (root and cgroups; SKIP
 //! otherwise).
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

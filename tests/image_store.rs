@@ -1,6 +1,9 @@
 //! The image store with images made by the real tools: umoci builds an OCI
 //! layout holding busybox-static, skopeo turns it into a docker-save archive.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

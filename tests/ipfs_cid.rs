@@ -5,6 +5,9 @@
 //! with raw leaves, tests/ipfs/gateway/cid.mjs). tests/setup.sh installs
 //! all three.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,6 +5,9 @@
 //! breaks responses one way at a time; each must fail with its own error
 //! and leave nothing half-imported, and a healthy path must recover.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

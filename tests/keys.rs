@@ -1,5 +1,8 @@
 //! Key files interoperate with Foundry's `cast wallet`, both ways.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,9 @@
 //! (with a receiver restart in the middle), close with the newest proof,
 //! both terminate, invoice.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,9 @@
 //! board, bind and advertise the gateway, list it with `dedge market ls`,
 //! read a settled lease's invoice.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

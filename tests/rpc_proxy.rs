@@ -2,6 +2,9 @@
 //! connections, stalls, garbage, and a forged log the receipts check must
 //! catch.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};

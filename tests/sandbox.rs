@@ -3,6 +3,9 @@
 //! controllers (cpu, cpuacct, memory, pids, freezer); without them each
 //! test says SKIP loudly. CI runs as root.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;

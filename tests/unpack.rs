@@ -1,6 +1,9 @@
 //! Hostile layers, one per attack class, against the unpacker; and a real
 //! umoci-built image unpacked as umoci unpacks it.
 
+// A test: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;

@@ -2,19 +2,32 @@
 //!
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
 
+#[forbid(unsafe_code)]
 mod agent;
+#[forbid(unsafe_code)]
 mod board;
+#[forbid(unsafe_code)]
 mod buyer;
+#[forbid(unsafe_code)]
 mod chain_args;
+#[forbid(unsafe_code)]
 mod edgex;
+#[forbid(unsafe_code)]
 mod gateway;
+#[forbid(unsafe_code)]
 mod image;
+#[forbid(unsafe_code)]
 mod ipfs;
+#[forbid(unsafe_code)]
 mod key;
+#[forbid(unsafe_code)]
 mod lease;
+#[forbid(unsafe_code)]
 mod market;
+#[forbid(unsafe_code)]
 mod progress;
 mod sandbox;
+#[forbid(unsafe_code)]
 mod version;
 
 use std::ffi::OsString;

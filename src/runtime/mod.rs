@@ -5,14 +5,20 @@
 //! into a container's network namespace (`net`). `docs/sandbox.md` gives the
 //! order of the steps and why.
 
+#[forbid(unsafe_code)]
 pub mod cgroup;
 pub mod container;
+#[forbid(unsafe_code)]
 pub mod image;
+#[forbid(unsafe_code)]
 pub mod net;
 pub mod process;
+#[forbid(unsafe_code)]
 pub mod rootfs;
+#[forbid(unsafe_code)]
 pub mod spec;
 pub mod sys;
+#[forbid(unsafe_code)]
 pub mod unpack;
 
 /// What can go wrong handling an image; each names the blob or file involved.
