@@ -53,6 +53,7 @@ struct Seller {
     running: Running,
     chain: Mutex<()>,
     admission: Mutex<()>,
+    rules: std::sync::OnceLock<dedge::market::Rules>,
     /// No lease here gets a container; teardown finds none.
     runtime: Runtime,
     _dir: tempfile::TempDir,
@@ -83,7 +84,7 @@ impl Seller {
             rpc: &self.rpc,
             deployment: &self.d,
             receiver: &self.receiver,
-            rules: market::rules(&self.rpc, &self.d).unwrap(),
+            rules: &self.rules,
             seller: self.seller_tx(),
             lock: &self.chain,
         };
@@ -200,6 +201,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         gateway: signer(2),
         book: LeaseBook::open(store.tree("leases").unwrap(), Timing::with_grace(10)).unwrap(),
         running: Running::default(),
+        rules: std::sync::OnceLock::new(),
         chain: Mutex::new(()),
         admission: Mutex::new(()),
         runtime: Runtime::open(

@@ -35,7 +35,7 @@ use crate::edgex::client::Client;
 use crate::edgex::meter::Meter;
 use crate::ipfs::fetch::{Fetcher, Limits as FetchLimits};
 use crate::logger;
-use crate::market::{self, Capabilities, LeaseId, Rules};
+use crate::market::{Capabilities, LeaseId, Rules};
 use crate::p2p::Body;
 use crate::runtime::container::{Config, RecordStore, Runtime};
 use crate::runtime::image::{ImageStore, Limits as ImageLimits, Platform};
@@ -182,8 +182,26 @@ impl Agent {
             backend_names,
             advertiser: Mutex::new(Advertiser::new(board.agent.public.to_string())),
         };
+        agent.restart_leases();
         agent.reattach();
         Ok(agent)
+    }
+
+    /// At open, before anything serves or ticks: every lease learns the
+    /// agent restarted (a decision or a deploy cut short ends; a pending
+    /// accept or settle step is picked up). Only the records change here;
+    /// the ticks carry out what follows, chain or no chain (the machine is
+    /// level-triggered).
+    fn restart_leases(&self) {
+        let now = UnixTime::now();
+        for l in self.book.all().unwrap_or_default() {
+            if l.state.is_terminal() {
+                continue;
+            }
+            if let Err(e) = self.book.apply(&l.id, &Event::Restarted, now) {
+                log::error!("lease {}: restart: {}", l.id, logger::chain(&e));
+            }
+        }
     }
 
     /// After a restart: running leases get their bridges back (the
@@ -239,25 +257,13 @@ impl Agent {
         ))
     }
 
-    /// The Market's rules, read once.
-    fn rules(&self) -> Result<Rules> {
-        if let Some(r) = self.rules.get() {
-            return Ok(*r);
-        }
-        let r = market::rules(&self.rpc, &self.d).map_err(|source| Error::Setup {
-            what: "the Market's rules",
-            source: Box::new(source),
-        })?;
-        Ok(*self.rules.get_or_init(|| r))
-    }
-
     /// Runs `f` with an executor whose chain hands send as the gateway.
     fn with_executor<R>(&self, f: impl FnOnce(&Executor<'_>) -> R) -> Result<R> {
         let hands = MarketHands {
             rpc: &self.rpc,
             deployment: &self.d,
             receiver: &self.receiver,
-            rules: self.rules()?,
+            rules: &self.rules,
             seller: self.seller()?,
             lock: &self.chain,
         };
@@ -332,10 +338,20 @@ impl Agent {
                 };
                 match deployer.deploy(peer, lease, &image_cid, &manifest_digest, &backends, now) {
                     Ok(d) => {
-                        self.running
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(lease, d);
+                        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+                        running.insert(lease, d);
+                        // Ended between its start and here: its teardown
+                        // found nothing to close, so close it now.
+                        let live = self
+                            .book
+                            .get(&lease)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|l| matches!(l.state, State::Running | State::Frozen));
+                        if !live {
+                            running.remove(&lease);
+                        }
+                        drop(running);
                         self.status(peer, lease)
                     }
                     Err(message) => Body::Error { message },
@@ -501,15 +517,6 @@ impl Agent {
         }
     }
 
-    /// Once at start, before the first tick: every lease learns the agent
-    /// restarted, so what a crash cut short is finished or undone.
-    pub fn restarted(&self) {
-        let ran = self.with_executor(|exec| exec.restarted(UnixTime::now()));
-        if let Err(e) = ran {
-            log::error!("restart: {}", logger::chain(&e));
-        }
-    }
-
     /// What `dedge agent status` shows: each lease, the resources held
     /// and free, and earnings (what leases have been paid).
     pub fn snapshot(&self) -> serde_json::Value {
@@ -585,7 +592,6 @@ impl Agent {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
-            self.restarted();
             self.tick_until(stop, every);
         });
     }

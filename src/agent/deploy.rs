@@ -133,14 +133,18 @@ impl Deployer<'_> {
         }
         let backends = backends::check(backends, self.backends)?;
         let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-        // Recorded before the deploy starts: a restart re-attaches them.
-        self.wiring
-            .put(lease.0, &names)
-            .map_err(|e| e.to_string())?;
         let l = book
             .apply(&lease, &Event::DeployStarted, now)
             .map_err(|e| e.to_string())?
             .lease;
+        // Recorded once this deploy is the lease's, before its container
+        // starts: a restart re-attaches them.
+        if let Err(e) = self.wiring.put(lease.0, &names) {
+            let _ = self
+                .exec
+                .feed(&lease, &Event::DeployFailed(e.to_string()), now);
+            return Err(e.to_string());
+        }
         let asked = std::time::Instant::now();
         match self.run(&l, manifest_digest, &backends) {
             Ok(d) => {

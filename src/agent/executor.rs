@@ -108,12 +108,6 @@ impl Executor<'_> {
         })
     }
 
-    /// After a start: every lease learns the agent restarted (a deploy or
-    /// a decision cut short is ended, a pending accept is looked up).
-    pub fn restarted(&self, now: UnixTime) -> Vec<(LeaseId, Error)> {
-        self.each(now, |_| Event::Restarted)
-    }
-
     fn each(&self, now: UnixTime, event: impl Fn(&Lease) -> Event) -> Vec<(LeaseId, Error)> {
         let leases = match self.book.all() {
             Ok(l) => l,
@@ -135,7 +129,9 @@ impl Executor<'_> {
     /// The lease's container, as the runtime sees it; only leases that
     /// should have one are looked at.
     fn observe(&self, l: &Lease) -> Observed {
-        if !matches!(l.state, State::Running | State::Frozen) {
+        // A stopped terminating lease is looked at too: nothing may run
+        // for a lease that ended.
+        if !matches!(l.state, State::Running | State::Frozen | State::Terminating) {
             return Observed::Unknown;
         }
         let id = container_id(&l.id);

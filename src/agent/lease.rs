@@ -296,9 +296,12 @@ impl Lease {
         if reason.is_some() {
             self.reason = reason;
         }
-        if self.history.len() < HISTORY {
-            self.history.push((to, now));
+        // Bounded: a flapping lease keeps its first entry and the newest
+        // (so the time it began terminating is always there).
+        if self.history.len() >= HISTORY {
+            self.history.remove(1);
         }
+        self.history.push((to, now));
     }
 
     fn encode(&self) -> Result<Vec<u8>> {

@@ -23,6 +23,11 @@ use crate::channel::ChannelId;
 use crate::market::MarketState;
 use crate::units::Edg;
 
+/// Longer than the gateway's transaction sender may take on one send (six
+/// fee bumps a minute apart, then confirmations): a step is sent again only
+/// once the first can no longer be waiting for its receipt.
+const RESEND_AFTER: u64 = 900;
+
 /// The machine's clocks and patience, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -46,7 +51,7 @@ impl Timing {
     pub fn with_grace(grace: u64) -> Timing {
         Timing {
             grace,
-            resend_after: 120,
+            resend_after: RESEND_AFTER,
             buyer_wait: 3600,
             recheck: 10,
         }
@@ -294,6 +299,17 @@ pub fn step(
         (Running | Frozen, Event::Tick { container }) => {
             enforce(&mut l, *container, t, now, &mut fx)
         }
+        // A container seen for a lease that was torn down (a deploy that
+        // lost the race with its termination): down again.
+        (
+            Terminating,
+            Event::Tick {
+                container: Observed::Running | Observed::Paused | Observed::Exited { .. },
+            },
+        ) if l.stopped => {
+            l.stopped = false;
+            fx.push(Effect::Teardown);
+        }
         (Terminating, Event::Tick { .. } | Event::Restarted) => {
             if !l.stopped {
                 fx.push(Effect::Teardown);
@@ -412,10 +428,17 @@ fn accepting_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &
                 fx.push(Effect::SendAccept);
             }
         },
-        MarketState::None | MarketState::Cancelled => {
+        MarketState::Cancelled => {
             l.intent = None;
             let why = format!("the offer is {} on chain", v.state);
             l.enter(State::Expired, now, Some(why));
+        }
+        // The desk saw the offer proposed: a node that knows nothing of it
+        // lags or lies, and one read of it must not forget a lease that
+        // may be accepted.
+        MarketState::None => {
+            log::warn!("lease {}: the Market has no such offer; waiting", l.id);
+            l.recheck_at = now.plus(t.recheck);
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::chain::eip712::{self, Offer};
 use crate::chain::{Deployment, Rpc};
 use crate::edgex::catalogue::Catalogue;
 use crate::market::{self, LeaseId, MarketState};
-use crate::p2p::handshake::recover;
+use crate::p2p::recover;
 use crate::p2p::{Body, OfferTerms};
 
 pub struct OfferDesk<'a> {
@@ -53,7 +53,10 @@ impl OfferDesk<'_> {
         match outcome {
             Outcome::Accepted => Body::OfferAccepted { lease: id.0 },
             Outcome::Refused(reason) => {
-                log::info!("offer {id} refused: {reason}");
+                log::info!(
+                    "offer {id} refused: {}",
+                    crate::logger::untrusted(&reason, 300)
+                );
                 Body::OfferRefused {
                     lease: id.0,
                     reason,
@@ -91,8 +94,14 @@ impl OfferDesk<'_> {
                 "the offer is signed by {signer}, not by its buyer {buyer}"
             ));
         }
-        let _admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        // An offer already decided needs no admission: its chain lookup
+        // must not hold other buyers' offers up.
         if let Some(known) = self.exec.book.get(&id).map_err(|e| e.to_string())? {
+            return Ok(self.known(known, now));
+        }
+        let admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = self.exec.book.get(&id).map_err(|e| e.to_string())? {
+            drop(admission);
             return Ok(self.known(known, now));
         }
         let on_chain = market::lease_on_chain(self.rpc, self.deployment, digest)
@@ -123,20 +132,44 @@ impl OfferDesk<'_> {
         let admitted = book
             .apply(&id, &Event::Admitted, now)
             .map_err(|e| e.to_string())?;
-        drop(_admission);
+        drop(admission);
         Ok(match self.exec.carry_out(admitted, now) {
             Ok(l) if l.state == State::Accepted => Outcome::Accepted,
             Ok(l) => Outcome::Pending(format!("lease {id} is {}", l.state.name())),
             Err(e) if refused_by_chain(&e) => {
-                let reason = format!("accepting on chain failed: {}", crate::logger::chain(&e));
-                book.apply(&id, &Event::Refused(reason.clone()), now)
-                    .map_err(|e| e.to_string())?;
-                Outcome::Refused(reason)
+                // A revert may be a re-sent accept losing to one already
+                // mined: the chain decides, not the error.
+                let current = book
+                    .get(&id)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the lease vanished from the book")?;
+                let seen = self.exec.carry_out(
+                    Applied {
+                        lease: current,
+                        effects: vec![Effect::ReadChain],
+                        changed: false,
+                    },
+                    now,
+                );
+                match seen {
+                    Ok(l) if l.state == State::Accepting => {
+                        // Still only proposed, and our accept reverted.
+                        let reason =
+                            format!("accepting on chain failed: {}", crate::logger::chain(&e));
+                        book.apply(&id, &Event::Refused(reason.clone()), now)
+                            .map_err(|e| e.to_string())?;
+                        Outcome::Refused(reason)
+                    }
+                    Ok(l) => self.known(l, now),
+                    Err(_) => Outcome::Pending(format!(
+                        "the accept of lease {id} is not confirmed yet; send the offer again"
+                    )),
+                }
             }
             Err(e) => {
                 log::warn!(
                     "lease {id}: accept not confirmed: {}",
-                    crate::logger::chain(&e)
+                    crate::logger::untrusted(&crate::logger::chain(&e), 300)
                 );
                 Outcome::Pending(format!(
                     "the accept of lease {id} is sent but not confirmed yet; send the offer again"

@@ -146,6 +146,11 @@ impl PaymentDesk<'_> {
             Ok(l) => l,
             Err(e) => return error(e.to_string()),
         };
+        // Proofs after the container is gone would not be reported or
+        // claimed: refused, not acknowledged.
+        if l.state.is_terminal() || (l.state == State::Terminating && l.stopped) {
+            return error(format!("lease {lease} has ended: no more payments"));
+        }
         if l.channel != Some(channel) {
             return error(format!(
                 "lease {lease} is not paid through channel {channel}"

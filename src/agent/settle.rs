@@ -6,7 +6,7 @@
 //! Market's answer into a `ChainView` with the contract's own time rules
 //! (read once from the deployed contract, never assumed).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use alloy_primitives::U256;
 
@@ -25,7 +25,9 @@ pub struct MarketHands<'a> {
     pub rpc: &'a Rpc,
     pub deployment: &'a Deployment,
     pub receiver: &'a Receiver,
-    pub rules: Rules,
+    /// The Market's time rules, read from the contract when first needed
+    /// (a node down at start must not stop enforcement, which needs none).
+    pub rules: &'a OnceLock<Rules>,
     /// Sends the gateway's transactions.
     pub seller: TxSender<'a>,
     /// Held while a transaction is sent: one nonce sequence.
@@ -42,6 +44,15 @@ fn on_chain(l: &Lease, step: &'static str) -> impl FnOnce(market::Error) -> Erro
 }
 
 impl MarketHands<'_> {
+    fn rules(&self, l: &Lease) -> Result<Rules> {
+        if let Some(r) = self.rules.get() {
+            return Ok(*r);
+        }
+        let r = market::rules(self.rpc, self.deployment)
+            .map_err(on_chain(l, "reading the Market's rules"))?;
+        Ok(*self.rules.get_or_init(|| r))
+    }
+
     fn sending<T>(&self, f: impl FnOnce() -> T) -> T {
         let _nonce = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         f()
@@ -67,12 +78,17 @@ impl MarketHands<'_> {
             },
         )
         .map_err(|e| on_chain(l, "reading the channel")(e.into()))?;
+        // A settled channel is deleted (all zeros): nothing left to claim.
+        if ch.sender.is_zero() {
+            return Ok(false);
+        }
         Ok(proof.amount > U256::from(ch.claimed.to::<u128>()))
     }
 }
 
 impl Chain for MarketHands<'_> {
     fn read(&self, l: &Lease) -> Result<ChainView> {
+        let rules = self.rules(l)?;
         let oc = market::lease_on_chain(self.rpc, self.deployment, l.id.b256())
             .map_err(on_chain(l, "reading the lease"))?;
         let chain_time =
@@ -89,8 +105,8 @@ impl Chain for MarketHands<'_> {
             end: oc.end,
             offer_expiry: oc.offer_expiry,
             chain_time,
-            termination_timeout: self.rules.termination_timeout,
-            funding_window: self.rules.funding_window,
+            termination_timeout: rules.termination_timeout,
+            funding_window: rules.funding_window,
             claimable,
         })
     }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
-use alloy_primitives::{Address, B256, Signature, keccak256};
+use alloy_primitives::{Address, B256, keccak256};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hkdf::Hkdf;
 use k256::elliptic_curve::sec1::ToEncodedPoint;
@@ -34,8 +34,8 @@ use sha2::Sha256;
 
 use super::frame::{read_frame, write_frame};
 use super::session::Session;
-use super::{CLOCK_SKEW, Error, Result, VERSION, fresh, unix_now};
-use crate::chain::{Signer, signer};
+use super::{CLOCK_SKEW, Error, Result, VERSION, fresh, recover, unix_now};
+use crate::chain::Signer;
 
 /// Handshake frames are small; a larger one is refused unread.
 const HANDSHAKE_FRAME: usize = 512;
@@ -149,17 +149,6 @@ fn sign(signer: &Signer, digest: &B256) -> Result<Vec<u8>> {
         .sign_hash(digest)
         .map_err(|e| Error::Integrity(format!("sign: {e}")))?;
     Ok(sig.as_bytes().to_vec())
-}
-
-/// The address that signed `digest`, refusing malformed and high-s
-/// signatures.
-pub(crate) fn recover(digest: &B256, sig: &[u8]) -> Result<Address> {
-    let sig = Signature::try_from(sig)
-        .map_err(|_| Error::Malformed(format!("signature of {} bytes", sig.len())))?;
-    if sig.normalize_s().is_some() {
-        return Err(Error::Refused("signature s is in the upper half".into()));
-    }
-    signer::recover(digest, &sig).map_err(|e| Error::Refused(e.to_string()))
 }
 
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {

@@ -64,3 +64,17 @@ pub(crate) fn unix_now() -> u64 {
 pub(crate) fn fresh(t: u64, now: u64) -> bool {
     t.abs_diff(now) <= CLOCK_SKEW
 }
+
+/// The address that signed `digest`, refusing malformed and high-s
+/// signatures.
+pub(crate) fn recover(
+    digest: &alloy_primitives::B256,
+    sig: &[u8],
+) -> Result<alloy_primitives::Address> {
+    let sig = alloy_primitives::Signature::try_from(sig)
+        .map_err(|_| Error::Malformed(format!("signature of {} bytes", sig.len())))?;
+    if sig.normalize_s().is_some() {
+        return Err(Error::Refused("signature s is in the upper half".into()));
+    }
+    crate::chain::signer::recover(digest, &sig).map_err(|e| Error::Refused(e.to_string()))
+}

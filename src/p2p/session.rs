@@ -12,8 +12,8 @@ use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 
 use super::frame::{read_frame, write_frame};
-use super::handshake::recover;
 use super::message::{Body, Envelope, Signed};
+use super::recover;
 use super::{CLOCK_SKEW, Error, MAX_FRAME, Result, fresh, unix_now};
 use crate::chain::Signer;
 
