@@ -2,13 +2,24 @@
 //! start to a running container on a local anvil (target ≤ 2 s), next to
 //! `dedge sandbox run` of the same image with no market at all (import,
 //! unpack, start, exit: the reference); where the time goes, step by step;
-//! and the agent's RSS idle and with 10 running leases.
+//! the agent's RSS idle and with 10 running leases, its start-up peak
+//! (VmHWM), and its CPU while idle and while the leases run.
 //!
 //!     sudo cargo bench --bench lease        # DEDGE_BENCH_LEASES=10
 //!
 //! Needs root (the sandbox), anvil and the IPFS harness (tests/setup.sh).
 //! Release builds of `dedge` are used throughout; anvil mines each
 //! transaction at once.
+//!
+//! - `DEDGE_BENCH_AGENT=[LABEL=]PATH,...`: the agent binaries to measure
+//!   (default: this build's `dedge`), e.g. the static musl build a gateway
+//!   runs and an older one. Each gets the whole bench in turn: its own
+//!   anvil, its own gateway key made by its own `dedge key new --board`
+//!   (so a key file's cost is the one that binary writes), its own leases.
+//!   The buyer's side is always this build's `dedge`. With more than one,
+//!   a closing table gives each agent's figures as ratios to the first's.
+//! - `DEDGE_BENCH_CPU_SECS=60`: the window over which the agent's CPU
+//!   (utime + stime from /proc/PID/stat) is read, idle and with the leases.
 
 // A test: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,15 +50,109 @@ mod oci;
 
 const DEDGE: &str = env!("CARGO_BIN_EXE_dedge");
 
+/// The targets of issue 13 for an agent on a 512 MiB board, KiB and %.
+const IDLE_RSS_TARGET_KIB: u64 = 4 << 10;
+const BUSY_RSS_TARGET_KIB: u64 = 6 << 10;
+const PEAK_TARGET_KIB: u64 = 16 << 10;
+const IDLE_CPU_TARGET_PCT: f64 = 0.5;
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("lease bench: needs root (containers); run with sudo");
         std::process::exit(1);
     }
-    if let Err(e) = bench() {
-        eprintln!("lease bench: {e}");
-        std::process::exit(1);
+    let agents: Vec<(String, String)> = std::env::var("DEDGE_BENCH_AGENT")
+        .unwrap_or_else(|_| DEDGE.to_string())
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| match s.split_once('=') {
+            Some((label, path)) => (label.to_string(), path.to_string()),
+            None => (s.to_string(), s.to_string()),
+        })
+        .collect();
+    println!("machine: {}", common::machine());
+    let mut all = Vec::new();
+    for (label, path) in &agents {
+        println!("\n== agent {label}: {path}");
+        match bench(path) {
+            Ok(f) => all.push((label, f)),
+            Err(e) => {
+                eprintln!("lease bench: agent {label}: {e}");
+                std::process::exit(1);
+            }
+        }
     }
+    if all.len() > 1 {
+        let (_, first) = &all[0];
+        println!("\nagents side by side (ratio to {}):", all[0].0);
+        println!(
+            "  {:<12} {:>16} {:>16} {:>16} {:>16} {:>14} {:>14}",
+            "agent",
+            "idle RSS KiB",
+            "leases RSS KiB",
+            "peak KiB",
+            "binary B",
+            "idle CPU %",
+            "leases CPU %"
+        );
+        for (label, f) in &all {
+            // A ratio to nothing (no CPU ticks in the first's window) is 0.
+            let r = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            println!(
+                "  {label:<12} {:>7} ({:>5.2}) {:>7} ({:>5.2}) {:>7} ({:>5.2}) {:>8} ({:>4.2}) {:>6.3} ({:>4.2}) {:>6.3} ({:>4.2})",
+                f.idle.0,
+                r(f.idle.0 as f64, first.idle.0 as f64),
+                f.busy.0,
+                r(f.busy.0 as f64, first.busy.0 as f64),
+                f.peak,
+                r(f.peak as f64, first.peak as f64),
+                f.binary,
+                r(f.binary as f64, first.binary as f64),
+                f.idle_cpu,
+                r(f.idle_cpu, first.idle_cpu),
+                f.busy_cpu,
+                r(f.busy_cpu, first.busy_cpu),
+            );
+        }
+    }
+}
+
+/// What one agent binary measured.
+struct Figures {
+    /// VmRSS, VmHWM (KiB) idle after advertising.
+    idle: (u64, u64),
+    /// VmRSS, VmHWM (KiB) with the leases running.
+    busy: (u64, u64),
+    /// The highest VmHWM seen: the start-up peak unless leases raised it.
+    peak: u64,
+    binary: u64,
+    /// % of one core over the window.
+    idle_cpu: f64,
+    busy_cpu: f64,
+}
+
+/// utime + stime of `pid` (all its threads), seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: state is field 3,
+    // utime and stime fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<u64>() as f64 / hz
+}
+
+/// % of one core `pid` used over `window`.
+fn cpu_percent(pid: u32, window: Duration) -> f64 {
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(window);
+    (cpu_secs(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
 }
 
 struct Kill(Child);
@@ -96,7 +201,7 @@ fn pss_uss(pid: u32) -> (u64, u64) {
 
 /// Count, RSS, PSS and USS (KiB) of every process running the `dedge`
 /// binary but `except`: the containers' shims.
-fn shims_rss(except: u32) -> (usize, u64, u64, u64) {
+fn shims_rss(except: u32, agent: &std::path::Path) -> (usize, u64, u64, u64) {
     let mut n = 0;
     let (mut total, mut pss, mut uss) = (0, 0, 0);
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -106,7 +211,7 @@ fn shims_rss(except: u32) -> (usize, u64, u64, u64) {
         // Shims are forks of the agent (named after the forking thread), so
         // they are known by their executable.
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        if pid != except && exe == std::path::Path::new(DEDGE) {
+        if pid != except && exe == agent {
             n += 1;
             total += rss(pid).0;
             let (p, u) = pss_uss(pid);
@@ -119,14 +224,24 @@ fn shims_rss(except: u32) -> (usize, u64, u64, u64) {
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn bench() -> Result<(), String> {
+fn bench(agent_bin: &str) -> Result<Figures, String> {
+    let agent_path = std::fs::canonicalize(agent_bin).map_err(|e| format!("{agent_bin}: {e}"))?;
+    let binary = std::fs::metadata(&agent_path)
+        .map_err(|e| e.to_string())?
+        .len();
+    let window = Duration::from_secs(
+        std::env::var("DEDGE_BENCH_CPU_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    );
     let leases: usize = std::env::var("DEDGE_BENCH_LEASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -174,9 +289,14 @@ fn bench() -> Result<(), String> {
     let board = dir.join("boards/gw.toml");
     std::fs::write(&board, text).map_err(|e| e.to_string())?;
     let b = board.to_str().ok_or("path")?;
-    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
-    if code != 0 {
-        return Err(err);
+    // The gateway's key as this agent binary makes it.
+    let o = bounded::output(
+        Command::new(&agent_path).args(["key", "new", "--board", b]),
+        bounded::DEFAULT,
+    )
+    .map_err(|e| e.to_string())?;
+    if !o.status.success() {
+        return Err(String::from_utf8_lossy(&o.stderr).into_owned());
     }
     let gw = dedge::chain::keystore::load(&dir.join("target/dev-gateway/key.json"), b"pw")
         .map_err(|e| e.to_string())?;
@@ -202,7 +322,7 @@ fn bench() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     let agent = Kill(
-        Command::new(DEDGE)
+        Command::new(&agent_path)
             .args(["agent", "--board", b])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -226,6 +346,7 @@ fn bench() -> Result<(), String> {
     }
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss(agent.0.id());
+    let idle_cpu = cpu_percent(agent.0.id(), window);
 
     // The reference: the same image run by the sandbox alone.
     let mut sandbox = Vec::new();
@@ -332,8 +453,9 @@ fn bench() -> Result<(), String> {
         }
     }
     let busy = rss(agent.0.id());
-    let (shims, shims_kib, shims_pss, shims_uss) = shims_rss(agent.0.id());
+    let (shims, shims_kib, shims_pss, shims_uss) = shims_rss(agent.0.id(), &agent_path);
     let (agent_pss, agent_uss) = pss_uss(agent.0.id());
+    let busy_cpu = cpu_percent(agent.0.id(), window);
 
     let mut terminates = Vec::new();
     for id in &ids {
@@ -351,7 +473,6 @@ fn bench() -> Result<(), String> {
     let reference = median(sandbox.clone());
     let first = creates[0];
     let rest = median(creates[1..].to_vec());
-    println!("machine: {}", common::machine());
     println!(
         "reference: dedge sandbox run of the image (import, unpack, start, exit), median of 5: {}",
         ms(reference)
@@ -386,5 +507,28 @@ fn bench() -> Result<(), String> {
         "{shims} shims (forks of the agent): RSS {shims_kib} KiB in all, PSS {shims_pss} KiB, private {shims_uss} KiB ({} KiB each)",
         shims_uss / (shims.max(1) as u64)
     );
-    Ok(())
+    let peak = idle.1.max(busy.1);
+    let mark = |ok: bool| if ok { "within" } else { "OVER" };
+    println!(
+        "agent targets: idle RSS {} KiB ≤ {IDLE_RSS_TARGET_KIB} {}, with {leases} leases {} KiB ≤ {BUSY_RSS_TARGET_KIB} {}, start-up peak {} KiB ≤ {PEAK_TARGET_KIB} {}",
+        idle.0,
+        mark(idle.0 <= IDLE_RSS_TARGET_KIB),
+        busy.0,
+        mark(busy.0 <= BUSY_RSS_TARGET_KIB),
+        idle.1,
+        mark(idle.1 <= PEAK_TARGET_KIB),
+    );
+    println!(
+        "agent CPU over {} s (utime + stime): idle {idle_cpu:.3} % of a core ≤ {IDLE_CPU_TARGET_PCT} {}, with {leases} leases {busy_cpu:.3} %",
+        window.as_secs(),
+        mark(idle_cpu <= IDLE_CPU_TARGET_PCT),
+    );
+    Ok(Figures {
+        idle,
+        busy,
+        peak,
+        binary,
+        idle_cpu,
+        busy_cpu,
+    })
 }

@@ -1,9 +1,11 @@
 //! Web3 Secret Storage v3: the encrypted key file geth and Foundry write.
 //!
-//! Reads scrypt and PBKDF2-HMAC-SHA256 files; writes scrypt with parameters
-//! sized for gateways (N = 2^15, r = 8, p = 1: 32 MiB and well under a second
-//! on a Cortex-A53) rather than geth's 256 MiB "standard" set that a 512 MiB
-//! board can barely afford.
+//! Reads scrypt and PBKDF2-HMAC-SHA256 files with any cost up to a bound;
+//! writes scrypt with one of two costs ([`Cost`]): N = 2^15, r = 8, p = 1
+//! (32 MiB, well under a second on a Cortex-A53) for a person's key, rather
+//! than geth's 256 MiB "standard" set, and N = 2^13, r = 8, p = 4 (8 MiB, the
+//! same work) for a gateway's own key, which the agent unlocks at every start
+//! on a 512 MiB board. Both are plain v3 files that geth and Foundry read.
 
 use std::path::Path;
 
@@ -17,10 +19,22 @@ use super::signer::Signer;
 
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
-/// scrypt cost written into new key files.
+/// scrypt cost (log2 N) of a person's new key file ([`Cost::Standard`]).
 pub const SCRYPT_LOG_N: u8 = 15;
 const SCRYPT_R: u32 = 8;
 const SCRYPT_P: u32 = 1;
+/// scrypt cost of a gateway's own new key file ([`Cost::Gateway`]).
+pub const GATEWAY_SCRYPT_LOG_N: u8 = 13;
+/// p makes up the work the smaller N takes away: scrypt runs its p lanes one
+/// after another in the same 128·r·N buffer, so N = 2^13 with p = 4 costs a
+/// guess as much time as N = 2^15 with p = 1, in a quarter of the memory
+/// (geth's "light" set does the same: N = 2^12, p = 6).
+const GATEWAY_SCRYPT_P: u32 = 4;
+/// What unlocking a gateway's key may cost in memory: 8 MiB for scrypt's
+/// work buffer and 64 KiB for its block buffer. The agent's start-up peak
+/// (VmHWM) must stay within 16 MiB on a 512 MiB board and the KDF is most of
+/// it: N = 2^15 at r = 8 (32 MiB) alone was twice that.
+pub const GATEWAY_KDF_MEMORY_BUDGET: u64 = (8 << 20) + (64 << 10);
 const DKLEN: usize = 32;
 /// Refuse files asking for absurd work: a hostile file must not exhaust memory.
 const MAX_SCRYPT_LOG_N: u8 = 20;
@@ -181,16 +195,56 @@ fn random<const N: usize>() -> Result<[u8; N], Error> {
     Ok(b)
 }
 
-/// Encrypts `signer`'s key under `passphrase` as Web3 v3 JSON.
-pub fn encrypt(signer: &Signer, passphrase: &[u8]) -> Result<String, Error> {
-    encrypt_with(signer, passphrase, SCRYPT_LOG_N)
+/// The scrypt cost a new key file is written with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cost {
+    /// A person's key (a buyer's, an operator's): N = 2^15, r = 8, p = 1.
+    Standard,
+    /// A gateway's own key, unlocked by the agent at every start on the
+    /// board: N = 2^13, r = 8, p = 4, within [`GATEWAY_KDF_MEMORY_BUDGET`].
+    Gateway,
 }
 
-fn encrypt_with(signer: &Signer, passphrase: &[u8], log_n: u8) -> Result<String, Error> {
+impl Cost {
+    /// (log2 N, r, p).
+    pub const fn params(self) -> (u8, u32, u32) {
+        match self {
+            Cost::Standard => (SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P),
+            Cost::Gateway => (GATEWAY_SCRYPT_LOG_N, SCRYPT_R, GATEWAY_SCRYPT_P),
+        }
+    }
+
+    /// Bytes scrypt allocates to derive the key: its 128·r·N work buffer
+    /// plus the 128·r·p block it mixes (the `scrypt` crate's two buffers).
+    pub const fn memory(self) -> u64 {
+        let (log_n, r, p) = self.params();
+        128 * r as u64 * (1u64 << log_n) + 128 * r as u64 * p as u64
+    }
+}
+
+/// Encrypts `signer`'s key under `passphrase` as Web3 v3 JSON, at the
+/// standard cost.
+pub fn encrypt(signer: &Signer, passphrase: &[u8]) -> Result<String, Error> {
+    encrypt_at(signer, passphrase, Cost::Standard)
+}
+
+/// Encrypts `signer`'s key under `passphrase` as Web3 v3 JSON at `cost`.
+pub fn encrypt_at(signer: &Signer, passphrase: &[u8], cost: Cost) -> Result<String, Error> {
+    let (log_n, r, p) = cost.params();
+    encrypt_with(signer, passphrase, log_n, r, p)
+}
+
+fn encrypt_with(
+    signer: &Signer,
+    passphrase: &[u8],
+    log_n: u8,
+    r: u32,
+    p: u32,
+) -> Result<String, Error> {
     let salt: [u8; 32] = random()?;
     let iv: [u8; 16] = random()?;
-    let params = scrypt::Params::new(log_n, SCRYPT_R, SCRYPT_P, DKLEN)
-        .map_err(|e| bad(format!("scrypt: {e}")))?;
+    let params =
+        scrypt::Params::new(log_n, r, p, DKLEN).map_err(|e| bad(format!("scrypt: {e}")))?;
     let mut derived = [0u8; DKLEN];
     scrypt::scrypt(passphrase, &salt, &params, &mut derived)
         .map_err(|e| bad(format!("scrypt: {e}")))?;
@@ -211,7 +265,7 @@ fn encrypt_with(signer: &Signer, passphrase: &[u8], log_n: u8) -> Result<String,
             ciphertext: hex(&ciphertext),
             kdf: "scrypt".into(),
             kdfparams: serde_json::json!({
-                "dklen": DKLEN, "n": 1u64 << log_n, "r": SCRYPT_R, "p": SCRYPT_P, "salt": hex(salt)
+                "dklen": DKLEN, "n": 1u64 << log_n, "r": r, "p": p, "salt": hex(salt)
             }),
             mac: hex(mac),
         },
@@ -245,11 +299,17 @@ pub fn load(path: &Path, passphrase: &[u8]) -> Result<Signer, Error> {
     })
 }
 
-/// Writes a new key file readable by its owner only; refuses to overwrite.
+/// Writes a new key file readable by its owner only, at the standard cost;
+/// refuses to overwrite.
 pub fn save(path: &Path, signer: &Signer, passphrase: &[u8]) -> Result<(), Error> {
+    save_at(path, signer, passphrase, Cost::Standard)
+}
+
+/// As [`save`], at `cost`.
+pub fn save_at(path: &Path, signer: &Signer, passphrase: &[u8], cost: Cost) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let json = encrypt(signer, passphrase)?;
+    let json = encrypt_at(signer, passphrase, cost)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -297,7 +357,7 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_the_wrong_passphrase() {
         let s = Signer::random().unwrap();
-        let json = encrypt_with(&s, b"correct horse", 10).unwrap();
+        let json = encrypt_with(&s, b"correct horse", 10, SCRYPT_R, SCRYPT_P).unwrap();
         assert_eq!(
             decrypt(&json, b"correct horse").unwrap().address(),
             s.address()
@@ -345,7 +405,7 @@ mod tests {
             let err = decrypt(&json, b"testpassword").unwrap_err().to_string();
             assert!(err.contains(why), "{why}: {err}");
         }
-        let huge_n = encrypt_with(&Signer::random().unwrap(), b"p", 10)
+        let huge_n = encrypt_with(&Signer::random().unwrap(), b"p", 10, SCRYPT_R, SCRYPT_P)
             .unwrap()
             .replace("\"n\": 1024", "\"n\": 1099511627776");
         let err = decrypt(&huge_n, b"p").unwrap_err().to_string();
@@ -364,6 +424,48 @@ mod tests {
             0o600
         );
         assert!(save(&path, &s, b"p").is_err());
+        assert_eq!(load(&path, b"p").unwrap().address(), s.address());
+    }
+
+    #[test]
+    fn a_gateway_key_stays_within_the_memory_budget() {
+        // The cost itself, by scrypt's formula.
+        assert!(
+            Cost::Gateway.memory() <= GATEWAY_KDF_MEMORY_BUDGET,
+            "gateway key: scrypt needs {} bytes, budget {GATEWAY_KDF_MEMORY_BUDGET}",
+            Cost::Gateway.memory()
+        );
+        assert!(Cost::Standard.memory() > GATEWAY_KDF_MEMORY_BUDGET);
+        // No less work per guess than the standard cost: N·p.
+        let work = |c: Cost| {
+            let (log_n, _, p) = c.params();
+            (1u64 << log_n) * u64::from(p)
+        };
+        assert!(work(Cost::Gateway) >= work(Cost::Standard));
+        // What gets written is what was chosen, and a file with p > 1 (as
+        // gateway keys are) reads back.
+        let s = Signer::random().unwrap();
+        let json = encrypt_with(&s, b"p", 10, SCRYPT_R, GATEWAY_SCRYPT_P).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["crypto"]["kdfparams"]["p"], GATEWAY_SCRYPT_P);
+        assert_eq!(decrypt(&json, b"p").unwrap().address(), s.address());
+    }
+
+    #[test]
+    fn save_at_writes_the_gateway_cost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.json");
+        let s = Signer::random().unwrap();
+        save_at(&path, &s, b"p", Cost::Gateway).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (log_n, r, p) = Cost::Gateway.params();
+        let kdf = &v["crypto"]["kdfparams"];
+        assert_eq!(kdf["n"], 1u64 << log_n);
+        assert_eq!(
+            (kdf["r"].as_u64(), kdf["p"].as_u64()),
+            (Some(r.into()), Some(p.into()))
+        );
         assert_eq!(load(&path, b"p").unwrap().address(), s.address());
     }
 }

@@ -7,7 +7,7 @@ use crate::board::BoardFile;
 use crate::chain::{Signer, keystore};
 
 pub const USAGE: &str = "\
-Usage: dedge key new (FILE | --board BOARD) [--passphrase-file FILE]
+Usage: dedge key new (FILE [--gateway] | --board BOARD) [--passphrase-file FILE]
        dedge key address (FILE | --board BOARD) [--passphrase-file FILE]
 
 Creates, or reads, an encrypted key file (Web3 Secret Storage v3, the format
@@ -16,11 +16,15 @@ board's identity.passphrase_file, else the DEDGE_PASSPHRASE environment
 variable; never from the command line or the board file itself.
 
   new       write a fresh key to FILE (or the board's identity.key_file),
-            mode 600; refuses to overwrite; prints the address
+            mode 600; refuses to overwrite; prints the address. A gateway's
+            key (--board, or --gateway) is written with scrypt N = 2^13,
+            r = 8, p = 4: 8 MiB to unlock at each agent start, the work of
+            the N = 2^15, p = 1 (32 MiB) that other keys get
   address   decrypt FILE and print its address
 
 Options:
   --board BOARD            use the key and passphrase files a board names
+  --gateway                FILE is a gateway's key (see `new`)
   --passphrase-file FILE   read the passphrase from FILE
   -h, --help               print this help
 ";
@@ -28,6 +32,9 @@ Options:
 struct Args {
     file: PathBuf,
     passphrase_file: Option<PathBuf>,
+    /// The scrypt cost of a new key: a gateway's own key is unlocked on the
+    /// board at every agent start.
+    cost: keystore::Cost,
 }
 
 fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
@@ -35,9 +42,11 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
     let mut file = None;
     let mut board = None;
     let mut passphrase_file = None;
+    let mut gateway = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("board") => board = Some(PathBuf::from(parser.value()?)),
+            Long("gateway") => gateway = true,
             Long("passphrase-file") => passphrase_file = Some(PathBuf::from(parser.value()?)),
             Short('h') | Long("help") => {
                 say!("{USAGE}")?;
@@ -51,12 +60,18 @@ fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
         (Some(file), None) => Ok(Some(Args {
             file,
             passphrase_file,
+            cost: if gateway {
+                keystore::Cost::Gateway
+            } else {
+                keystore::Cost::Standard
+            },
         })),
         (None, Some(board)) => {
             let b = BoardFile::load(&board).map_err(|e| Error::Config(e.to_string()))?;
             Ok(Some(Args {
                 file: b.board.identity.key_file.clone(),
                 passphrase_file: passphrase_file.or(b.board.identity.passphrase_file.clone()),
+                cost: keystore::Cost::Gateway,
             }))
         }
         (Some(_), Some(_)) => Err(Error::Usage("give FILE or --board, not both".into())),
@@ -86,7 +101,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
                     .map_err(|e| Error::Runtime(format!("cannot create {}: {e}", dir.display())))?;
             }
             let signer = Signer::random().map_err(|e| Error::Runtime(e.to_string()))?;
-            keystore::save(&args.file, &signer, &pass)
+            keystore::save_at(&args.file, &signer, &pass, args.cost)
                 .map_err(|e| Error::Runtime(e.to_string()))?;
             say!("{}\n", signer.address())
         }

@@ -48,9 +48,16 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
+        /// sled's page cache, bytes. Its default is 1 GiB, which on a 512 MiB
+        /// board lets the cache grow over weeks into most of the memory. The
+        /// agent's records (leases, channels, nonces, cursors, meters) are a
+        /// few hundred bytes each and read back rarely: 2 MiB keeps all of a
+        /// full board's hot pages, and a miss costs one pread.
+        const CACHE_CAPACITY: u64 = 2 << 20;
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            .cache_capacity(CACHE_CAPACITY)
             .open()
             .map_err(|source| Error::Open {
                 path: path.to_path_buf(),

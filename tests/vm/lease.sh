@@ -88,7 +88,7 @@ sed -e "s#^model = .*#model = \"QEMU virt ($board_arch), VM rig\"#" \
 sed -e 's#10.0.2.100#127.0.0.1#g' -e "s#/etc/dedge/#$share/#" "$share/board.toml" >"$work/host-board.toml"
 "$dedge" board check "$share/board.toml" "$work/host-board.toml"
 echo vm-gateway-pass >"$share/passphrase"
-gw=$("$dedge" key new "$share/key.json" --passphrase-file "$share/passphrase")
+gw=$("$dedge" key new "$share/key.json" --gateway --passphrase-file "$share/passphrase")
 echo "gateway address: $gw"
 market_fund "$gw"
 market_register "$work/host-board.toml"
