@@ -153,4 +153,14 @@ mod tests {
         assert_eq!(v["msg"], "lease 7 \"frozen\"");
         assert_eq!(v["ts"], "1970-01-01T00:00:00Z");
     }
+
+    #[test]
+    fn outside_text_is_capped_and_cannot_forge_a_log_line() {
+        let forged = "done\n2026-01-01T00:00:00Z ERROR dedge: \u{1b}[31mfake";
+        let kept = untrusted(forged, 200);
+        assert!(!kept.contains('\n') && !kept.contains('\u{1b}'), "{kept}");
+        assert!(kept.starts_with("done\\n"), "{kept}");
+        assert_eq!(untrusted("abcdef", 3), "abc…");
+        assert_eq!(untrusted("abc", 3), "abc");
+    }
 }

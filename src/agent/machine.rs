@@ -610,6 +610,26 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_finishes_or_undoes_what_it_cut_short() {
+        // Undecided: refused (nothing was sent).
+        let (l, fx) = run(&lease(), Event::Restarted, 5);
+        assert_eq!((l.state, fx.is_empty()), (State::Refused, true));
+        // An accept that may be on its way: looked up, never forgotten.
+        let (accepting, _) = run(&lease(), Event::Admitted, 1);
+        let (l, fx) = run(&accepting, Event::Restarted, 5);
+        assert_eq!((l.state, fx), (State::Accepting, vec![Effect::ReadChain]));
+        // A deploy cut short: the lease ends and its container goes.
+        let mut deploying = running(0);
+        deploying.state = State::Deploying;
+        deploying.running_since = None;
+        let (l, fx) = run(&deploying, Event::Restarted, 5);
+        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+        // A running lease is left to the ticks.
+        let (l, fx) = run(&running(0), Event::Restarted, 5);
+        assert_eq!((l.state, fx.is_empty()), (State::Running, true));
+    }
+
+    #[test]
     fn a_failing_chain_is_retried_after_the_recheck_not_at_every_tick() {
         let tick = Event::Tick {
             container: Observed::Unknown,

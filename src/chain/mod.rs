@@ -75,3 +75,33 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn only_a_refusal_by_the_chain_is_a_revert() {
+        let reverted = Error::Reverted {
+            hash: "0x1".into(),
+            reason: "WrongState".into(),
+        };
+        let rpc = |revert: Option<&str>| Error::Rpc {
+            method: "eth_estimateGas".into(),
+            code: 3,
+            message: "execution reverted".into(),
+            revert: revert.map(String::from),
+        };
+        assert!(reverted.is_revert());
+        assert!(rpc(Some("WrongState")).is_revert());
+        assert!(Error::AllEndpointsFailed(Box::new(rpc(Some("x")))).is_revert());
+        // A transaction whose fate is unknown is not a refusal.
+        assert!(!rpc(None).is_revert());
+        let unmined = Error::NotMined {
+            hash: "0x1".into(),
+            attempts: 3,
+        };
+        assert!(!unmined.is_revert());
+        assert!(!Error::AllEndpointsFailed(Box::new(unmined)).is_revert());
+    }
+}
