@@ -21,9 +21,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use dedge::board::Device as BoardDevice;
-use dedge::edgex::bridge::{self, Bridge, BridgeLimits, DeviceGrant, Grants};
+use dedge::edgex::bridge::{self, Bridge, BridgeLimits};
 use dedge::edgex::catalogue::Catalogue;
 use dedge::edgex::client::Client;
+use dedge::edgex::grants::{DeviceGrant, Grants};
 use dedge::edgex::meter::Meter;
 use dedge::store::Store;
 use nix::sched::{CloneFlags, setns};
@@ -167,7 +168,8 @@ fn bench() -> Result<(), String> {
             ..BridgeLimits::default()
         },
     ));
-    let _serving = bridge::Serving::open(pid, b).map_err(|e| e.to_string())?;
+    let listener = dedge::runtime::net::listen_in(pid, bridge::PORT).map_err(|e| e.to_string())?;
+    let _serving = bridge::Serving::open(listener, b).map_err(|e| e.to_string())?;
 
     let direct_addr = url("command").trim_start_matches("http://").to_string();
     let direct_path = format!("{PATH}?ds-pushevent=false&ds-returnevent=true&ds-regexcmd=false");

@@ -6,8 +6,7 @@ use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
-
-use crate::board::values::LogFormat;
+use serde::Deserialize;
 
 struct StderrLogger {
     format: LogFormat,
@@ -120,6 +119,16 @@ pub fn untrusted(text: &str, max: usize) -> String {
         out.push('…');
     }
     out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per record.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ impl Seller {
             runtime: &self.runtime,
             running: &self.running,
             chain: &hands,
+            defer: None,
         })
     }
 
@@ -509,6 +510,65 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         Body::OfferAccepted { lease: late_id.0 }
     );
     assert_eq!(state(late_id), State::Accepted);
+
+    // A buyer who starts closing its channel while a lease is paid through
+    // it: the agent's next watch ends the lease, claims every acknowledged
+    // proof on the spot and reports. (It used to claim only once the
+    // Market settled, a termination timeout later, by when the buyer could
+    // have settled the channel and taken the seller's pay back.)
+    let closer = offer(100);
+    let id3 = market::propose(&buyer_tx, &d, &closer).unwrap();
+    assert_eq!(
+        ask(&closer, &buyer, &buyer),
+        Body::OfferAccepted { lease: id3.0 }
+    );
+    market::deposit_fee(&buyer_tx, &d, id3).unwrap();
+    let proof3 = Body::ChannelProof {
+        lease: id3.0,
+        channel: mine.id.0,
+    };
+    match say(addr, &buyer, anvil.chain_id, gw, proof3) {
+        Body::Status { state, .. } => assert_eq!(state, "channel proven"),
+        other => panic!("{other:?}"),
+    }
+    let p3 = pay.pay(mine.id, id3, U256::from(700)).unwrap();
+    assert!(matches!(
+        say(addr, &buyer, anvil.chain_id, gw, payment(&p3)),
+        Body::PaymentAck { .. }
+    ));
+    assert_eq!(paid(id3), 700);
+    let channel_of = |id: B256| -> dedge::chain::bindings::IChannelManager::Channel {
+        dedge::chain::tx::view(
+            &rpc,
+            d.channels,
+            &dedge::chain::bindings::IChannelManager::channelOfCall { channelId: id },
+        )
+        .unwrap()
+    };
+    onchain::start_close(&buyer_tx, &d, mine.id, U256::from(1501)).unwrap();
+    let failed = seller.with_exec(|exec| exec.tick(UnixTime::now()));
+    assert!(failed.is_empty(), "{failed:?}");
+    let ch = channel_of(mine.id);
+    assert!(!ch.settleAfter.is_zero(), "still in its challenge period");
+    assert_eq!(
+        ch.claimed.to::<u128>(),
+        2201,
+        "claimed before the close settles"
+    );
+    let l3 = seller.book.get(&LeaseId::from(id3)).unwrap().unwrap();
+    assert_eq!(l3.state, State::Terminating);
+    assert!(l3.reason.unwrap_or_default().contains("closing"));
+    assert_eq!(on_chain(id3), 4, "the seller reported");
+    let on3 = market::lease(&rpc, &d, id3).unwrap();
+    assert_eq!(on3.sellerReported.to::<u128>(), 700);
+    // The close settles at the claimed balance: the buyer gets back only
+    // what it never signed for.
+    let _: serde_json::Value = rpc
+        .call("evm_increaseTime", serde_json::json!([86_401]))
+        .unwrap();
+    let _: serde_json::Value = rpc.call("evm_mine", serde_json::json!([])).unwrap();
+    onchain::settle(&buyer_tx, &d, mine.id).unwrap();
+    assert!(channel_of(mine.id).sender.is_zero(), "settled and deleted");
 }
 
 /// One message over a fresh session from `link`; the gateway's answer.

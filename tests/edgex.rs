@@ -15,8 +15,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dedge::board::Device as BoardDevice;
-use dedge::edgex::bridge::{self, Bridge, BridgeLimits, DeviceGrant, Grants};
+use dedge::edgex::bridge::{self, Bridge, BridgeLimits};
 use dedge::edgex::catalogue::Catalogue;
+use dedge::edgex::grants::{DeviceGrant, Grants};
 use dedge::edgex::meter::{self, Meter};
 use dedge::edgex::{Error, http};
 use dedge::store::Store;
@@ -671,7 +672,8 @@ fn a_container_reads_and_writes_through_its_bridge() {
         meter.clone(),
         roomy(),
     ));
-    let serving = bridge::Serving::open(r.init.pid, b).unwrap();
+    let listener = dedge::runtime::net::listen_in(r.init.pid, bridge::PORT).unwrap();
+    let serving = bridge::Serving::open(listener, b).unwrap();
     assert_eq!(serving.inside.port(), bridge::PORT);
     env.rt().start("tenant").unwrap();
     let r = env

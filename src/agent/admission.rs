@@ -8,8 +8,8 @@ use alloy_primitives::Address;
 
 use super::lease::{Lease, Terms};
 use crate::board::Board;
-use crate::edgex::bridge::grants_from_offer;
 use crate::edgex::catalogue::Catalogue;
+use crate::edgex::grants::grants_from_offer;
 use crate::market::capabilities::lease_price;
 use crate::p2p::OfferTerms;
 

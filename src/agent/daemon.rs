@@ -17,7 +17,7 @@ use super::admission::Policy;
 use super::advert::Advertiser;
 use super::backends;
 use super::deploy::{Deployed, Deployer, EdgexWiring, container_id};
-use super::executor::{Executor, Running};
+use super::executor::{ChainQueue, Executor, Running};
 use super::lease::{Lease, LeaseBook, State, UnixTime};
 use super::machine::{Event, Timing, owed};
 use super::offers::OfferDesk;
@@ -72,6 +72,8 @@ pub struct Agent {
     admission: Mutex<()>,
     /// The Market's time rules, read from the contract once it answers.
     rules: OnceLock<Rules>,
+    /// The enforcement tick's on-chain effects, for the chain worker.
+    queue: ChainQueue,
     /// What the board sells (devices from the EdgeX catalogue, if any).
     caps: Capabilities,
     advertiser: Mutex<Advertiser>,
@@ -177,6 +179,7 @@ impl Agent {
             chain: Mutex::new(()),
             admission: Mutex::new(()),
             rules: OnceLock::new(),
+            queue: ChainQueue::default(),
             caps: Capabilities::from_board(board),
             backends: board.agent.backends,
             backend_names,
@@ -218,7 +221,7 @@ impl Agent {
             };
             let bridge = match (
                 &self.edgex,
-                crate::edgex::bridge::grants_from_offer(&l.terms.devices),
+                crate::edgex::grants::grants_from_offer(&l.terms.devices),
             ) {
                 (Some(w), Ok(grants)) if !grants.is_empty() => w
                     .open_bridge(&l, grants, record.init.pid)
@@ -257,8 +260,17 @@ impl Agent {
         ))
     }
 
-    /// Runs `f` with an executor whose chain hands send as the gateway.
+    /// Runs `f` with an executor whose chain hands send as the gateway and
+    /// that carries out every effect itself.
     fn with_executor<R>(&self, f: impl FnOnce(&Executor<'_>) -> R) -> Result<R> {
+        self.executor(None, f)
+    }
+
+    fn executor<R>(
+        &self,
+        defer: Option<&ChainQueue>,
+        f: impl FnOnce(&Executor<'_>) -> R,
+    ) -> Result<R> {
         let hands = MarketHands {
             rpc: &self.rpc,
             deployment: &self.d,
@@ -272,6 +284,7 @@ impl Agent {
             runtime: &self.runtime,
             running: &self.running,
             chain: &hands,
+            defer,
         }))
     }
 
@@ -509,9 +522,10 @@ impl Agent {
         Ok(self.status(peer, lease))
     }
 
-    /// Once a second: every lease's tick, carried out.
+    /// Once a second: every lease's tick, its container effects carried
+    /// out here and its chain effects left to the chain worker (`run`).
     pub fn tick(&self) {
-        let ran = self.with_executor(|exec| exec.tick(UnixTime::now()));
+        let ran = self.executor(Some(&self.queue), |exec| exec.tick(UnixTime::now()));
         if let Err(e) = ran {
             log::error!("tick: {}", logger::chain(&e));
         }
@@ -581,11 +595,19 @@ impl Agent {
             .step(&tx, &self.rpc, &self.d, &caps);
     }
 
-    /// Runs `tick` every `every` until `stop` is set, and keeps the
-    /// gateway advertised from a thread of its own (an advert transaction
-    /// may wait minutes for its receipt; enforcement must not).
+    /// Runs `tick` every `every` until `stop` is set, the chain worker
+    /// that carries out the ticks' chain effects, and keeps the gateway
+    /// advertised, each from a thread of its own (a node may hang for its
+    /// timeout and an advert wait minutes for its receipt; enforcement
+    /// must not).
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
         std::thread::scope(|s| {
+            s.spawn(|| {
+                let worked = self.with_executor(|exec| self.queue.work(exec, stop));
+                if let Err(e) = worked {
+                    log::error!("chain worker: {}", logger::chain(&e));
+                }
+            });
             s.spawn(|| {
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     self.keep_advertised();

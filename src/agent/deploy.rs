@@ -22,9 +22,10 @@ use super::executor::Executor;
 use super::lease::{Lease, UnixTime};
 use super::machine::Event;
 use crate::board::BackendPolicy;
-use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving, grants_from_offer};
+use crate::edgex::bridge::{self, Bridge, BridgeLimits, Serving};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::client::Client;
+use crate::edgex::grants::{Grants, grants_from_offer};
 use crate::edgex::meter::Meter;
 use crate::ipfs::fetch::Fetcher;
 use crate::market::LeaseId;
@@ -60,7 +61,9 @@ impl EdgexWiring {
             self.meter.clone(),
             self.limits,
         ));
-        Serving::open(pid, b).map_err(|e| format!("bridge: {e}"))
+        let listener = crate::runtime::net::listen_in(pid, crate::edgex::bridge::PORT)
+            .map_err(|e| format!("bridge socket: {e}"))?;
+        Serving::open(listener, b).map_err(|e| format!("bridge: {e}"))
     }
 }
 

@@ -9,9 +9,15 @@
 //! next (a container that cannot be paused must not stop every other
 //! lease's enforcement). The machine is level-triggered, so a failed
 //! effect is retried by a later tick that observes the same drift.
+//!
+//! The daemon's enforcement tick never waits on a node: it runs with a
+//! `ChainQueue`, and the on-chain effects its steps ask for go there, to
+//! the chain worker (`ChainQueue::work`), which carries them out (and what
+//! they lead to) with backoff per lease. A node that hangs for its whole
+//! timeout delays only chain steps, never a freeze or a teardown.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use super::deploy::{Deployed, container_id, teardown};
@@ -55,6 +61,139 @@ pub struct Executor<'a> {
     pub runtime: &'a Runtime,
     pub running: &'a Running,
     pub chain: &'a dyn Chain,
+    /// Where on-chain effects go instead of being carried out here; `None`
+    /// carries them out inline (the desks, which answer with the result,
+    /// and the chain worker itself).
+    pub defer: Option<&'a ChainQueue>,
+}
+
+/// The longest a lease's chain steps wait after failures in a row.
+const MAX_BACKOFF: u64 = 300;
+
+/// On-chain effects waiting for the chain worker, one of each kind per
+/// lease, and the leases backing off after failures.
+#[derive(Default)]
+pub struct ChainQueue {
+    state: Mutex<Queued>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Queued {
+    effects: VecDeque<(LeaseId, Effect)>,
+    /// Failures in a row, and when the lease's next chain step may go.
+    backoff: HashMap<LeaseId, (u32, UnixTime)>,
+}
+
+impl ChainQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `effect` for `lease`, unless the same is queued or the lease
+    /// is backing off (the machine asks again: it is level-triggered).
+    pub fn push(&self, lease: LeaseId, effect: Effect, now: UnixTime) {
+        let mut q = self.lock();
+        if q.backoff.get(&lease).is_some_and(|(_, until)| now < *until) {
+            return;
+        }
+        if !q.effects.contains(&(lease, effect)) {
+            q.effects.push_back((lease, effect));
+            self.ready.notify_one();
+        }
+    }
+
+    /// How many effects wait.
+    pub fn len(&self) -> usize {
+        self.lock().effects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `lease` is backing off at `now`.
+    pub fn backing_off(&self, lease: &LeaseId, now: UnixTime) -> bool {
+        self.lock()
+            .backoff
+            .get(lease)
+            .is_some_and(|(_, until)| now < *until)
+    }
+
+    /// The next effect, waiting up to `wait` for one.
+    fn pop(&self, wait: Duration) -> Option<(LeaseId, Effect)> {
+        let q = self.lock();
+        let (mut q, _) = self
+            .ready
+            .wait_timeout_while(q, wait, |q| q.effects.is_empty())
+            .unwrap_or_else(|p| p.into_inner());
+        q.effects.pop_front()
+    }
+
+    /// Records how the lease's chain step went: a failure doubles its
+    /// backoff (from `base` seconds up to `MAX_BACKOFF`), a success ends it.
+    fn outcome(&self, lease: LeaseId, failed: bool, base: u64, now: UnixTime) {
+        let mut q = self.lock();
+        if !failed {
+            q.backoff.remove(&lease);
+            return;
+        }
+        let n = q
+            .backoff
+            .get(&lease)
+            .map_or(0, |(n, _)| *n)
+            .saturating_add(1);
+        let wait = base
+            .max(1)
+            .saturating_mul(1u64 << (n - 1).min(16))
+            .min(MAX_BACKOFF);
+        q.backoff.insert(lease, (n, now.plus(wait)));
+    }
+
+    /// Carries out queued effects with `exec` (inline: `exec.defer` is
+    /// `None`) until `stop` is set; one lease's failure backs that lease
+    /// off and the worker goes on.
+    pub fn work(&self, exec: &Executor<'_>, stop: &std::sync::atomic::AtomicBool) {
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Some((id, effect)) = self.pop(Duration::from_millis(500)) {
+                self.carry_one(exec, id, effect, UnixTime::now());
+            }
+        }
+    }
+
+    /// Carries out, with `exec`, every effect queued now; how many.
+    pub fn drain(&self, exec: &Executor<'_>, now: UnixTime) -> usize {
+        let mut n = 0;
+        while let Some((id, effect)) = self.pop(Duration::ZERO) {
+            self.carry_one(exec, id, effect, now);
+            n += 1;
+        }
+        n
+    }
+
+    /// Carries out one queued effect on the lease's current record.
+    fn carry_one(&self, exec: &Executor<'_>, id: LeaseId, effect: Effect, now: UnixTime) {
+        let lease = match exec.book.get(&id) {
+            Ok(Some(l)) if !l.state.is_terminal() => l,
+            Ok(_) => return,
+            Err(e) => return log::error!("lease {id}: {}", logger::chain(&e)),
+        };
+        let applied = Applied {
+            lease,
+            effects: vec![effect],
+            changed: false,
+        };
+        // Any failure backs the lease off: what failed was a chain step or
+        // what its answer led to.
+        let failed = match exec.carry_out(applied, now) {
+            Ok(_) => false,
+            Err(e) => {
+                log::error!("lease {id}: {}", logger::chain(&e));
+                true
+            }
+        };
+        self.outcome(id, failed, exec.book.timing().recheck, now);
+    }
 }
 
 impl Executor<'_> {
@@ -79,6 +218,10 @@ impl Executor<'_> {
                     lease.id
                 );
                 break;
+            }
+            if let (Some(q), true) = (self.defer, effect.on_chain()) {
+                q.push(lease.id, effect, now);
+                continue;
             }
             let event = match self.perform(&lease, effect) {
                 Ok(Some(event)) => event,
@@ -211,5 +354,41 @@ impl Executor<'_> {
                 Ok(Some(Event::Chain(self.chain.read(l)?)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_queue_keeps_one_of_each_and_backs_off_a_failing_lease() {
+        let q = ChainQueue::default();
+        let (a, b) = (LeaseId([1; 32]), LeaseId([2; 32]));
+        let t = UnixTime(1_000);
+        q.push(a, Effect::ReadChain, t);
+        q.push(a, Effect::ReadChain, t);
+        q.push(a, Effect::Claim, t);
+        q.push(b, Effect::ReadChain, t);
+        assert_eq!(q.len(), 3, "one of each effect per lease");
+        assert_eq!(q.pop(Duration::ZERO), Some((a, Effect::ReadChain)));
+        // Failures in a row double the wait, up to the cap; other leases
+        // are not held back.
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            q.outcome(a, true, 10, t);
+            let until = q.lock().backoff[&a].1;
+            waits.push(until.since(t));
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert!(q.backing_off(&a, t.plus(299)));
+        assert!(!q.backing_off(&b, t));
+        q.push(a, Effect::Report { paid: Edg(1) }, t);
+        assert_eq!(q.len(), 2, "a lease backing off queues nothing");
+        // One success ends the backoff.
+        q.outcome(a, false, 10, t);
+        assert!(!q.backing_off(&a, t));
+        q.push(a, Effect::ReadChain, t);
+        assert_eq!(q.len(), 3);
     }
 }

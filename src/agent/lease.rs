@@ -30,8 +30,9 @@ use crate::store::Tree;
 use crate::units::{Edg, wei};
 
 /// Record format this agent writes. Format 1 records (agents before the
-/// state machine) are read and rewritten as format 2 at open.
-pub const FORMAT: u8 = 2;
+/// state machine) and format 2 ones (before claims were tracked apart from
+/// the Market's steps) are read and rewritten as format 3 at open.
+pub const FORMAT: u8 = 3;
 
 /// How many state changes a record keeps in its history.
 const HISTORY: usize = 64;
@@ -210,11 +211,9 @@ pub enum Intent {
     Finalize { at: UnixTime },
     /// `cancel`: an accepted offer left unfunded past the funding window.
     Cancel { at: UnixTime },
-    /// `claim` of the channel up to its newest proof.
-    Claim { at: UnixTime },
 }
 
-/// Everything the agent must not forget about a lease (record format 2).
+/// Everything the agent must not forget about a lease (record format 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub format: u8,
@@ -238,12 +237,18 @@ pub struct Lease {
     pub reason: Option<String>,
     /// Each state entered, with its time (bounded).
     pub history: Vec<(State, UnixTime)>,
-    /// The on-chain step recorded and not yet seen done.
+    /// The Market step recorded and not yet seen done.
     pub intent: Option<Intent>,
+    /// A `claim` of the channel up to its newest proof, last sent at this
+    /// time and not yet seen on chain. Kept apart from `intent`: a claim
+    /// against a closing channel cannot wait for the Market's steps, and
+    /// must not displace a report whose amount is fixed.
+    pub claim_at: Option<UnixTime>,
     /// Terminating: its container is stopped and removed.
     pub stopped: bool,
-    /// Terminating: when the chain is next worth reading (the termination
-    /// timeout runs for a day; the agent does not ask every second).
+    /// When the chain is next worth reading: a terminating lease waits out
+    /// the Market's timeouts, a running one is watched for its channel
+    /// closing (the agent does not ask every second).
     pub recheck_at: UnixTime,
 }
 
@@ -262,6 +267,7 @@ impl Lease {
             reason: None,
             history: vec![(State::Offered, now)],
             intent: None,
+            claim_at: None,
             stopped: false,
             recheck_at: now,
         }
@@ -311,19 +317,17 @@ impl Lease {
         })
     }
 
-    /// A record of this format or of format 1.
+    /// A record of this format or of an earlier one.
     fn decode(bytes: &[u8]) -> Result<Lease> {
+        let failed = |format| move |source| Error::Decode { format, source };
         match bytes.first() {
-            Some(&FORMAT) => postcard::from_bytes(bytes).map_err(|source| Error::Decode {
-                format: FORMAT,
-                source,
-            }),
+            Some(&FORMAT) => postcard::from_bytes(bytes).map_err(failed(FORMAT)),
+            Some(&v2::FORMAT) => postcard::from_bytes::<v2::Lease>(bytes)
+                .map(v2::Lease::upgrade)
+                .map_err(failed(v2::FORMAT)),
             Some(&v1::FORMAT) => postcard::from_bytes::<v1::Lease>(bytes)
-                .map(v1::Lease::upgrade)
-                .map_err(|source| Error::Decode {
-                    format: v1::FORMAT,
-                    source,
-                }),
+                .map(|l| l.upgrade().upgrade())
+                .map_err(failed(v1::FORMAT)),
             found => Err(Error::Format {
                 found: found.copied(),
                 reads: FORMAT,
@@ -375,13 +379,13 @@ mod v1 {
     }
 
     impl Lease {
-        /// A format 1 lease as format 2 has it: no intent recorded (the
+        /// A format 1 lease as format 2 had it: no intent recorded (the
         /// settle steps read the chain first, so none is repeated), its
         /// container not known to be stopped.
-        pub fn upgrade(self) -> super::Lease {
+        pub fn upgrade(self) -> super::v2::Lease {
             let t = self.terms;
-            super::Lease {
-                format: super::FORMAT,
+            super::v2::Lease {
+                format: super::v2::FORMAT,
                 id: LeaseId(self.id),
                 terms: Terms {
                     buyer: t.buyer,
@@ -417,6 +421,92 @@ mod v1 {
     }
 }
 
+/// Format 2: a claim was one of the Market's steps, in the one intent slot.
+mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use super::{State, Terms, UnixTime};
+    use crate::channel::ChannelId;
+    use crate::market::LeaseId;
+    use crate::units::{Edg, wei};
+
+    pub const FORMAT: u8 = 2;
+
+    #[derive(Serialize, Deserialize)]
+    pub enum Intent {
+        Accept {
+            at: UnixTime,
+        },
+        Report {
+            #[serde(with = "wei")]
+            paid: Edg,
+            at: UnixTime,
+        },
+        Finalize {
+            at: UnixTime,
+        },
+        Cancel {
+            at: UnixTime,
+        },
+        Claim {
+            at: UnixTime,
+        },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct Lease {
+        pub format: u8,
+        pub id: LeaseId,
+        pub terms: Terms,
+        pub state: State,
+        pub since: UnixTime,
+        pub running_since: Option<UnixTime>,
+        pub channel: Option<ChannelId>,
+        #[serde(with = "wei")]
+        pub channel_base: Edg,
+        #[serde(with = "wei")]
+        pub paid: Edg,
+        pub reason: Option<String>,
+        pub history: Vec<(State, UnixTime)>,
+        pub intent: Option<Intent>,
+        pub stopped: bool,
+        pub recheck_at: UnixTime,
+    }
+
+    impl Lease {
+        /// A format 2 lease as format 3 has it: a recorded claim moves to
+        /// its own slot, every other intent stays as it was.
+        pub fn upgrade(self) -> super::Lease {
+            use super::Intent as New;
+            let (intent, claim_at) = match self.intent {
+                None => (None, None),
+                Some(Intent::Accept { at }) => (Some(New::Accept { at }), None),
+                Some(Intent::Report { paid, at }) => (Some(New::Report { paid, at }), None),
+                Some(Intent::Finalize { at }) => (Some(New::Finalize { at }), None),
+                Some(Intent::Cancel { at }) => (Some(New::Cancel { at }), None),
+                Some(Intent::Claim { at }) => (None, Some(at)),
+            };
+            super::Lease {
+                format: super::FORMAT,
+                id: self.id,
+                terms: self.terms,
+                state: self.state,
+                since: self.since,
+                running_since: self.running_since,
+                channel: self.channel,
+                channel_base: self.channel_base,
+                paid: self.paid,
+                reason: self.reason,
+                history: self.history,
+                intent,
+                claim_at,
+                stopped: self.stopped,
+                recheck_at: self.recheck_at,
+            }
+        }
+    }
+}
+
 /// The agent's leases in sled: the one owner of lease records.
 pub struct LeaseBook {
     tree: Tree,
@@ -424,8 +514,8 @@ pub struct LeaseBook {
 }
 
 impl LeaseBook {
-    /// Opens the book: every record must decode; format 1 records are
-    /// rewritten as format 2 (durably) before anything reads them.
+    /// Opens the book: every record must decode; older formats' records
+    /// are rewritten as format 3 (durably) before anything reads them.
     pub fn open(tree: Tree, timing: Timing) -> Result<LeaseBook> {
         let book = LeaseBook { tree, timing };
         let mut upgraded = false;
@@ -611,7 +701,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_format_1_record_reads_and_is_rewritten_as_format_2() {
+    fn a_format_1_record_reads_and_is_rewritten_as_the_current_format() {
         let store = Store::temporary().unwrap();
         let tree = store.tree("leases").unwrap();
         let old = v1::Lease {
@@ -652,7 +742,7 @@ pub(crate) mod tests {
         assert_eq!((l.channel_base, l.paid), (Edg(10), Edg(700)));
         assert_eq!(l.terms.price_per_second, Edg(42));
         assert_eq!(l.terms.devices, vec!["d:c:r".to_string()]);
-        assert_eq!(l.intent, None);
+        assert_eq!((l.intent, l.claim_at), (None, None));
         assert!(!l.stopped);
         assert_eq!(tree.get_bytes([7; 32]).unwrap().unwrap()[0], FORMAT);
         // A record of a format this agent does not know is named, not guessed.
@@ -660,6 +750,72 @@ pub(crate) mod tests {
             .unwrap();
         let err = LeaseBook::open(tree, Timing::for_tests()).err().unwrap();
         assert!(err.to_string().contains("format 9"), "{err}");
+    }
+
+    #[test]
+    fn a_format_2_record_reads_with_its_claim_in_its_own_slot() {
+        let store = Store::temporary().unwrap();
+        let tree = store.tree("leases").unwrap();
+        let old = |id: u8, intent| v2::Lease {
+            format: 2,
+            id: LeaseId([id; 32]),
+            terms: terms(),
+            state: State::Terminating,
+            since: UnixTime(50),
+            running_since: Some(UnixTime(10)),
+            channel: Some(ChannelId([5; 32])),
+            channel_base: Edg(3),
+            paid: Edg(900),
+            reason: Some("done".into()),
+            history: vec![(State::Offered, 1), (State::Terminating, 50)]
+                .into_iter()
+                .map(|(s, t)| (s, UnixTime(t)))
+                .collect(),
+            intent: Some(intent),
+            stopped: true,
+            recheck_at: UnixTime(60),
+        };
+        let records = [
+            old(1, v2::Intent::Claim { at: UnixTime(55) }),
+            old(
+                2,
+                v2::Intent::Report {
+                    paid: Edg(900),
+                    at: UnixTime(51),
+                },
+            ),
+        ];
+        for r in &records {
+            let bytes = postcard::to_stdvec(r).unwrap();
+            tree.compare_and_swap(r.id.0, None, Some(&bytes)).unwrap();
+        }
+        let book = LeaseBook::open(tree.clone(), Timing::for_tests()).unwrap();
+        let claim = book.get(&LeaseId([1; 32])).unwrap().unwrap();
+        assert_eq!((claim.intent, claim.claim_at), (None, Some(UnixTime(55))));
+        let report = book.get(&LeaseId([2; 32])).unwrap().unwrap();
+        assert_eq!(
+            (report.intent, report.claim_at),
+            (
+                Some(Intent::Report {
+                    paid: Edg(900),
+                    at: UnixTime(51)
+                }),
+                None
+            )
+        );
+        for l in [&claim, &report] {
+            assert_eq!(l.format, FORMAT);
+            assert_eq!(
+                (l.state, l.since, l.stopped),
+                (State::Terminating, UnixTime(50), true)
+            );
+            assert_eq!((l.paid, l.channel_base), (Edg(900), Edg(3)));
+            assert_eq!(l.running_since, Some(UnixTime(10)));
+            assert_eq!(l.history.len(), 2);
+            assert_eq!(l.recheck_at, UnixTime(60));
+            assert_eq!(l.terms, terms());
+            assert_eq!(tree.get_bytes(l.id.0).unwrap().unwrap()[0], FORMAT);
+        }
     }
 
     #[test]

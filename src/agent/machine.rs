@@ -28,6 +28,12 @@ use crate::units::Edg;
 /// once the first can no longer be waiting for its receipt.
 const RESEND_AFTER: u64 = 900;
 
+/// How often a lease with a channel is read on chain while it runs. The
+/// ChannelManager's challenge period is at least an hour
+/// (`MIN_CHALLENGE_PERIOD`), so a buyer who starts closing the channel is
+/// seen, and its newest proof claimed, with most of that hour to spare.
+const WATCH: u64 = 60;
+
 /// The machine's clocks and patience, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -45,6 +51,9 @@ pub struct Timing {
     /// `eth_call` and one block read each: cheap next to a settlement
     /// that waits on a node's clock).
     pub recheck: u64,
+    /// The pause between chain reads of a lease that holds a channel and
+    /// has not begun terminating: how late a buyer's close is seen.
+    pub watch: u64,
 }
 
 impl Timing {
@@ -54,6 +63,7 @@ impl Timing {
             resend_after: RESEND_AFTER,
             buyer_wait: 3600,
             recheck: 10,
+            watch: WATCH,
         }
     }
 
@@ -98,6 +108,9 @@ pub struct ChainView {
     pub funding_window: u64,
     /// The channel's newest proof is above what was claimed.
     pub claimable: bool,
+    /// The channel's sender started an uncooperative close: once its
+    /// challenge period ends, anything not claimed is refunded to it.
+    pub channel_closing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +199,21 @@ pub enum Effect {
     Claim,
 }
 
+impl Effect {
+    /// Whether carrying it out talks to the chain (and may wait on a node).
+    pub fn on_chain(self) -> bool {
+        match self {
+            Effect::Pause | Effect::Resume | Effect::Teardown => false,
+            Effect::SendAccept
+            | Effect::ReadChain
+            | Effect::Report { .. }
+            | Effect::Finalize
+            | Effect::Cancel
+            | Effect::Claim => true,
+        }
+    }
+}
+
 /// A stored step: the lease as it now is, and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -272,6 +300,12 @@ pub fn step(
         (Deploying, Event::DeployFailed(why)) => {
             terminate(&mut l, now, format!("deploy failed: {why}"), &mut fx)
         }
+        (Deploying, Event::Tick { .. }) if now.since(l.since) >= t.buyer_wait => terminate(
+            &mut l,
+            now,
+            "the deploy did not finish in time".into(),
+            &mut fx,
+        ),
         (Deploying, Event::Restarted) => terminate(
             &mut l,
             now,
@@ -286,18 +320,23 @@ pub fn step(
             }
         }
 
-        (Accepted | FeePaid | ChannelProven, Event::Tick { .. }) => {
-            if now.since(l.since) >= t.buyer_wait {
-                let why = match l.state {
-                    Accepted => "the buyer did not deposit the fee in time",
-                    FeePaid => "the buyer did not prove a channel in time",
-                    _ => "the buyer did not deploy in time",
-                };
-                terminate(&mut l, now, why.into(), &mut fx);
-            }
+        (Accepted | FeePaid | ChannelProven, Event::Tick { .. })
+            if now.since(l.since) >= t.buyer_wait =>
+        {
+            let why = match l.state {
+                Accepted => "the buyer did not deposit the fee in time",
+                FeePaid => "the buyer did not prove a channel in time",
+                _ => "the buyer did not deploy in time",
+            };
+            terminate(&mut l, now, why.into(), &mut fx);
         }
         (Running | Frozen, Event::Tick { container }) => {
-            enforce(&mut l, *container, t, now, &mut fx)
+            enforce(&mut l, *container, t, now, &mut fx);
+            watch(&mut l, t, now, &mut fx);
+        }
+        (ChannelProven | Deploying, Event::Tick { .. }) => watch(&mut l, t, now, &mut fx),
+        (ChannelProven | Deploying | Running | Frozen, Event::Chain(v)) => {
+            watch_seen(&mut l, v, t, now, &mut fx)
         }
         // A container seen for a lease that was torn down (a deploy that
         // lost the race with its termination): down again.
@@ -396,6 +435,62 @@ fn enforce(l: &mut Lease, container: Observed, t: &Timing, now: UnixTime, fx: &m
     }
 }
 
+/// A lease that holds a channel is read on chain every `Timing::watch`
+/// while it has not begun terminating: its buyer may start closing the
+/// channel, or end the lease on the Market, without a word to the agent.
+fn watch(l: &mut Lease, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
+    let watched = matches!(
+        l.state,
+        State::ChannelProven | State::Deploying | State::Running | State::Frozen
+    );
+    if watched && l.channel.is_some() && now >= l.recheck_at {
+        l.recheck_at = now.plus(t.watch);
+        fx.push(Effect::ReadChain);
+    }
+}
+
+/// A chain read of a lease being watched. A channel that is closing ends
+/// the lease: proofs on it are worth only what is claimed before its
+/// challenge period ends, so the agent stops serving and claims (the
+/// claim itself is `settle_seen`'s, once the container is down, which is
+/// seconds). A lease the Market has moved past `Active` (the buyer
+/// reported on chain) ends too. Anything else (a lagging node that still
+/// says `Accepted`) is left as it is.
+fn watch_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
+    l.recheck_at = now.plus(t.watch);
+    if v.channel_closing {
+        let why = "the buyer started closing the lease's channel on chain".to_string();
+        return terminate(l, now, why, fx);
+    }
+    if matches!(
+        v.state,
+        MarketState::Terminating | MarketState::Settled | MarketState::Cancelled
+    ) {
+        let why = format!("the Market has the lease {}", v.state);
+        terminate(l, now, why, fx);
+    }
+}
+
+/// Claims the channel when it is worth it: a proof above what was claimed,
+/// and either the lease settled or the channel closing (its sender would
+/// get back what is not claimed in time). A claim sent and not yet seen is
+/// sent again only once due.
+fn claim(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
+    if !v.claimable {
+        l.claim_at = None;
+        return;
+    }
+    let settled = matches!(v.state, MarketState::Settled | MarketState::Cancelled);
+    if !(settled || v.channel_closing) {
+        return;
+    }
+    if l.claim_at.is_some_and(|at| !due(at, t, now)) {
+        return;
+    }
+    l.claim_at = Some(now);
+    fx.push(Effect::Claim);
+}
+
 /// Whether an intent recorded at `at` may be sent again.
 fn due(at: UnixTime, t: &Timing, now: UnixTime) -> bool {
     now.since(at) >= t.resend_after
@@ -453,8 +548,7 @@ fn intend(l: &mut Lease, intent: Intent, t: &Timing, now: UnixTime) -> bool {
                 Intent::Accept { at }
                 | Intent::Report { at, .. }
                 | Intent::Finalize { at }
-                | Intent::Cancel { at }
-                | Intent::Claim { at } => at,
+                | Intent::Cancel { at } => at,
             };
             if !due(at, t, now) {
                 return false;
@@ -477,6 +571,9 @@ fn intend(l: &mut Lease, intent: Intent, t: &Timing, now: UnixTime) -> bool {
 /// on-chain step, or settled.
 fn settle_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
     l.recheck_at = now.plus(t.recheck);
+    // First: a closing channel's deadline is the challenge period's, not
+    // the Market's.
+    claim(l, v, t, now, fx);
     match v.state {
         MarketState::Accepted => {
             // Never funded: cancel once the contract allows it, so a late
@@ -511,11 +608,8 @@ fn settle_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut
                 l.recheck_at = now.plus((allowed - v.chain_time).clamp(1, t.recheck));
             }
         }
-        MarketState::Settled | MarketState::Cancelled if v.claimable => {
-            if intend(l, Intent::Claim { at: now }, t, now) {
-                fx.push(Effect::Claim);
-            }
-        }
+        // Settled once the claim is seen (`claim` above sent it).
+        MarketState::Settled | MarketState::Cancelled if v.claimable => {}
         MarketState::Settled | MarketState::Cancelled => {
             l.intent = None;
             l.enter(State::Settled, now, None);
@@ -541,6 +635,7 @@ mod tests {
         resend_after: 120,
         buyer_wait: 3600,
         recheck: 60,
+        watch: 60,
     };
 
     fn lease() -> Lease {
@@ -562,6 +657,7 @@ mod tests {
             termination_timeout: 86_400,
             funding_window: 3_600,
             claimable: false,
+            channel_closing: false,
         }
     }
 
@@ -571,6 +667,8 @@ mod tests {
         l.running_since = Some(UnixTime(0));
         l.channel = Some(ChannelId([2; 32]));
         l.paid = Edg(paid);
+        // Not watched on chain within these tests' times.
+        l.recheck_at = UnixTime(1_000_000);
         l
     }
 
@@ -777,6 +875,73 @@ mod tests {
     }
 
     #[test]
+    fn a_channel_closing_under_a_running_lease_ends_it_and_is_claimed_at_once() {
+        // A buyer could start closing the channel right after its proofs
+        // were acknowledged and settle it before the lease settled on the
+        // Market (the only time the agent used to claim): the seller's pay
+        // refunded to the buyer.
+        let tick = || Event::Tick {
+            container: Observed::Running,
+        };
+        let mut l = running(1_000_000);
+        l.recheck_at = UnixTime(T.watch);
+        let (l, fx) = run(&l, tick(), T.watch - 1);
+        assert!(fx.is_empty(), "{fx:?}");
+        let (l, fx) = run(&l, tick(), T.watch);
+        assert_eq!(fx, vec![Effect::ReadChain], "watched while running");
+        assert_eq!(l.recheck_at, UnixTime(2 * T.watch));
+        let (l, fx) = run(&l, tick(), T.watch + 1);
+        assert!(fx.is_empty(), "not read again before the watch: {fx:?}");
+        // Nothing changed on chain: it runs on.
+        let (l, fx) = run(&l, Event::Chain(view(MarketState::Active)), 6);
+        assert_eq!((l.state, fx.is_empty()), (State::Running, true));
+        let mut closing = view(MarketState::Active);
+        closing.channel_closing = true;
+        closing.claimable = true;
+        let (l, fx) = run(&l, Event::Chain(closing), 70);
+        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+        assert!(l.reason.as_deref().unwrap_or("").contains("closing"));
+        // Down: claimed before the Market is even asked, and reported.
+        let (l, fx) = run(&l, Event::TornDown, 75);
+        assert_eq!(fx, vec![Effect::ReadChain]);
+        let (l, fx) = run(&l, Event::Chain(closing), 75);
+        assert_eq!(
+            fx,
+            vec![
+                Effect::Claim,
+                Effect::Report {
+                    paid: Edg(1_000_000)
+                }
+            ]
+        );
+        assert_eq!(l.claim_at, Some(UnixTime(75)));
+        // Not mined yet: not sent twice within the resend window.
+        let (l2, fx) = run(&l, Event::Chain(closing), 80);
+        assert!(fx.is_empty(), "{fx:?}");
+        // Still unclaimed after it: sent again.
+        let (_, fx) = run(&l2, Event::Chain(closing), 75 + T.resend_after);
+        assert!(fx.contains(&Effect::Claim), "{fx:?}");
+        // Claimed: forgotten, and the Market's steps go on.
+        closing.claimable = false;
+        let (l, _) = run(&l, Event::Chain(closing), 81);
+        assert_eq!(l.claim_at, None);
+        // A lease whose buyer reported on chain without a word ends too.
+        let mut reported = view(MarketState::Terminating);
+        reported.end = 3;
+        let (l, fx) = run(&running(1_000_000), Event::Chain(reported), 6);
+        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+        // A node that lags (still "accepted") does not end a running lease.
+        let (l, fx) = run(&running(0), Event::Chain(view(MarketState::Accepted)), 6);
+        assert_eq!((l.state, fx.is_empty()), (State::Running, true));
+        // A deploy that never finishes ends, so what it holds is freed.
+        let mut deploying = running(0);
+        deploying.state = State::Deploying;
+        deploying.recheck_at = UnixTime(u64::MAX);
+        let (l, fx) = run(&deploying, tick(), T.buyer_wait);
+        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+    }
+
+    #[test]
     fn an_unfunded_lease_is_cancelled_once_the_contract_allows() {
         let mut l = lease();
         l.state = State::Accepted;
@@ -837,6 +1002,11 @@ mod tests {
         container: Observed,
         newest: Edg,
         claimed: Edg,
+        claims: u32,
+        lost_claims: u32,
+        /// The buyer started an uncooperative close that settles then.
+        settle_after: Option<u64>,
+        channel_settled: bool,
     }
 
     #[derive(Debug, Clone)]
@@ -854,13 +1024,15 @@ mod tests {
         /// A chain read or send failed.
         ChainDown,
         Deploy,
+        /// The buyer starts closing the channel on chain.
+        BuyerCloses,
     }
 
     fn steps() -> impl Strategy<Value = Vec<Step>> {
         prop::collection::vec(
             prop_oneof![
                 4 => (1u64..30).prop_map(Step::Tick),
-                3 => (1u128..20_000).prop_map(Step::Pay),
+                3 => (1u128..40_000).prop_map(Step::Pay),
                 1 => Just(Step::Terminate),
                 1 => Just(Step::Exit),
                 1 => Just(Step::Restart),
@@ -870,10 +1042,26 @@ mod tests {
                 2 => Just(Step::ChainRead),
                 1 => Just(Step::ChainDown),
                 2 => Just(Step::Deploy),
+                1 => Just(Step::BuyerCloses),
             ],
             1..120,
         )
     }
+
+    /// The simulation's patience: short next to its lives' length, in the
+    /// same order as the agent's (a watch and a resend well inside the
+    /// channel's challenge period, `CHALLENGE`).
+    const SIM: Timing = Timing {
+        grace: 10,
+        resend_after: 40,
+        buyer_wait: 3600,
+        recheck: 20,
+        watch: 20,
+    };
+
+    /// The simulated ChannelManager's challenge period: a watch, a tick, a
+    /// lost claim's resend and the read that sends it fit inside.
+    const CHALLENGE: u64 = 150;
 
     struct Sim {
         l: Lease,
@@ -901,6 +1089,10 @@ mod tests {
                     container: Observed::Unknown,
                     newest: Edg::ZERO,
                     claimed: Edg::ZERO,
+                    claims: 0,
+                    lost_claims: 0,
+                    settle_after: None,
+                    channel_settled: false,
                 },
                 now: 0,
                 lose_next: false,
@@ -919,14 +1111,15 @@ mod tests {
                 chain_time: self.w.chain_time,
                 termination_timeout: 500,
                 funding_window: 300,
-                claimable: self.w.newest > self.w.claimed,
+                claimable: !self.w.channel_settled && self.w.newest > self.w.claimed,
+                channel_closing: self.w.settle_after.is_some() && !self.w.channel_settled,
             }
         }
 
         /// Applies an event and checks the invariants on the step.
         fn apply(&mut self, e: Event) {
             let before = self.l.clone();
-            let Ok((after, fx)) = step(&before, &e, &T, UnixTime(self.now)) else {
+            let Ok((after, fx)) = step(&before, &e, &SIM, UnixTime(self.now)) else {
                 return;
             };
             assert!(after.paid >= before.paid, "paid went down on {e:?}");
@@ -945,7 +1138,7 @@ mod tests {
             if after.state == State::Frozen && before.state != State::Frozen {
                 let behind = owed(&after, UnixTime(self.now)).saturating_sub(after.paid);
                 assert!(
-                    behind > allowance(&after, &T),
+                    behind > allowance(&after, &SIM),
                     "frozen while within the grace"
                 );
             }
@@ -1010,7 +1203,17 @@ mod tests {
                     self.w.market = MarketState::Cancelled;
                     self.w.cancels += 1;
                 }
-                Effect::Claim => self.w.claimed = self.w.newest,
+                Effect::Claim => {
+                    assert!(!self.w.channel_settled, "claim of a settled channel");
+                    assert!(self.w.newest > self.w.claimed, "a stale claim");
+                    if lost {
+                        self.w.lost_claims += 1;
+                    } else {
+                        self.w.claimed = self.w.newest;
+                        self.w.claims += 1;
+                    }
+                    self.apply(Event::Chain(self.view()));
+                }
             }
         }
 
@@ -1019,6 +1222,26 @@ mod tests {
                 Step::Tick(dt) => {
                     self.now += dt;
                     self.w.chain_time += dt;
+                    // The buyer settles its close the moment it may: what
+                    // the seller has not claimed by then is refunded.
+                    if let Some(at) = self.w.settle_after {
+                        // One lost claim is made up in time; no agent
+                        // outlasts a chain that drops every one.
+                        if !self.w.channel_settled
+                            && self.w.chain_time >= at
+                            && self.w.lost_claims <= 1
+                        {
+                            assert_eq!(
+                                self.w.claimed, self.w.newest,
+                                "acknowledged proofs refunded to the buyer"
+                            );
+                            assert!(
+                                !matches!(self.l.state, State::Running | State::Frozen),
+                                "still serving a lease whose channel settled"
+                            );
+                            self.w.channel_settled = true;
+                        }
+                    }
                     let container = match self.l.state {
                         State::Running | State::Frozen | State::Terminating => self.w.container,
                         _ => Observed::Unknown,
@@ -1027,8 +1250,11 @@ mod tests {
                 }
                 Step::Pay(inc) => {
                     // The desk: the receiver accepts a proof for the lease
-                    // the channel pays, then the lease learns of it.
-                    if let Some(_ch) = self.l.channel {
+                    // the channel pays, then the lease learns of it; none
+                    // once the lease's container is gone.
+                    let ended = self.l.state.is_terminal()
+                        || self.l.state == State::Terminating && self.l.stopped;
+                    if self.l.channel.is_some() && !ended && !self.w.channel_settled {
                         self.w.newest = Edg(self.w.newest.0 + inc);
                         self.apply(Event::Paid {
                             cumulative: self.w.newest,
@@ -1065,8 +1291,15 @@ mod tests {
                 }
                 Step::ChainRead => self.apply(Event::Chain(self.view())),
                 Step::ChainDown => self.apply(Event::ChainFailed),
+                Step::BuyerCloses => {
+                    if self.l.channel.is_some() && self.w.settle_after.is_none() {
+                        self.w.settle_after = Some(self.w.chain_time + CHALLENGE);
+                    }
+                }
                 Step::Deploy => match self.l.state {
                     State::Offered => self.apply(Event::Admitted),
+                    // The desk refuses a channel that is closing.
+                    State::FeePaid if self.w.settle_after.is_some() => {}
                     State::FeePaid => self.apply(Event::ChannelProven {
                         channel: ChannelId([2; 32]),
                         base: self.w.newest,
@@ -1102,6 +1335,11 @@ mod tests {
             prop_assert!(sim.w.reports.len() <= 1);
             prop_assert!(sim.w.finalizes <= 1);
             prop_assert!(sim.w.cancels <= 1);
+            prop_assert!(sim.w.claims <= 1);
+            // A settled lease leaves nothing acknowledged unclaimed.
+            if sim.l.state == State::Settled && !sim.w.channel_settled {
+                prop_assert_eq!(sim.w.claimed, sim.w.newest);
+            }
             // A lease that was accepted on chain ends, if it ends, by
             // terminating; one never accepted never terminates.
             if sim.l.state == State::Settled {

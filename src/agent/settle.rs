@@ -18,7 +18,7 @@ use crate::chain::bindings::IChannelManager;
 use crate::chain::tx::{TxSender, view};
 use crate::chain::{Deployment, Rpc};
 use crate::channel::{Receiver, onchain};
-use crate::market::{self, MarketState, Rules};
+use crate::market::{self, Rules};
 use crate::units::Edg;
 
 pub struct MarketHands<'a> {
@@ -58,17 +58,12 @@ impl MarketHands<'_> {
         f()
     }
 
-    /// The channel's newest proof is above what the chain says was claimed.
-    fn claimable(&self, l: &Lease) -> Result<bool> {
+    /// The lease's channel as the chain holds it: whether its newest proof
+    /// is above what was claimed, and whether its sender started closing
+    /// it. A settled channel is deleted (all zeros): nothing to claim.
+    fn channel(&self, l: &Lease) -> Result<Channel> {
         let Some(channel) = l.channel else {
-            return Ok(false);
-        };
-        let newest = self
-            .receiver
-            .newest(channel.b256())
-            .map_err(|source| Error::Channel { channel, source })?;
-        let Some(proof) = newest else {
-            return Ok(false);
+            return Ok(Channel::default());
         };
         let ch: IChannelManager::Channel = view(
             self.rpc,
@@ -78,12 +73,25 @@ impl MarketHands<'_> {
             },
         )
         .map_err(|e| on_chain(l, "reading the channel")(e.into()))?;
-        // A settled channel is deleted (all zeros): nothing left to claim.
         if ch.sender.is_zero() {
-            return Ok(false);
+            return Ok(Channel::default());
         }
-        Ok(proof.amount > U256::from(ch.claimed.to::<u128>()))
+        let newest = self
+            .receiver
+            .newest(channel.b256())
+            .map_err(|source| Error::Channel { channel, source })?;
+        Ok(Channel {
+            claimable: newest.is_some_and(|p| p.amount > U256::from(ch.claimed.to::<u128>())),
+            closing: !ch.settleAfter.is_zero(),
+        })
     }
+}
+
+/// What a chain read says of the lease's channel.
+#[derive(Default)]
+struct Channel {
+    claimable: bool,
+    closing: bool,
 }
 
 impl Chain for MarketHands<'_> {
@@ -93,11 +101,9 @@ impl Chain for MarketHands<'_> {
             .map_err(on_chain(l, "reading the lease"))?;
         let chain_time =
             market::chain_time(self.rpc).map_err(on_chain(l, "reading the chain's time"))?;
-        // Only a settled lease is claimed: no channel read before then.
-        let claimable = match oc.state {
-            MarketState::Settled | MarketState::Cancelled => self.claimable(l)?,
-            _ => false,
-        };
+        // Read in every state: a closing channel must be claimed before
+        // its challenge period ends, whatever the Market says.
+        let channel = self.channel(l)?;
         Ok(ChainView {
             state: oc.state,
             seller_reported: oc.flags.seller_terminated(),
@@ -107,7 +113,8 @@ impl Chain for MarketHands<'_> {
             chain_time,
             termination_timeout: rules.termination_timeout,
             funding_window: rules.funding_window,
-            claimable,
+            claimable: channel.claimable,
+            channel_closing: channel.closing,
         })
     }
 

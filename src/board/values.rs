@@ -10,60 +10,10 @@ use alloy_primitives::Address;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 
-/// CPU architecture of the gateway; picks the image platform too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Aarch64,
-    Armv7,
-    #[serde(rename = "x86_64")]
-    X86_64,
-}
-
-impl Arch {
-    /// The architecture this binary was built for, if a board can have it.
-    pub fn of_this_build() -> Option<Arch> {
-        match std::env::consts::ARCH {
-            "aarch64" => Some(Arch::Aarch64),
-            "arm" => Some(Arch::Armv7),
-            "x86_64" => Some(Arch::X86_64),
-            _ => None,
-        }
-    }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Arch::Aarch64 => "aarch64",
-            Arch::Armv7 => "armv7",
-            Arch::X86_64 => "x86_64",
-        }
-    }
-
-    /// The OCI platform (`os/architecture[/variant]`) images must be built for.
-    pub const fn oci_platform(self) -> &'static str {
-        match self {
-            Arch::Aarch64 => "linux/arm64",
-            Arch::Armv7 => "linux/arm/v7",
-            Arch::X86_64 => "linux/amd64",
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which cgroup hierarchy to drive: the one the OS mounts (`auto`), or a
-/// fixed one so a misconfigured image fails at start rather than mid-lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupMode {
-    Auto,
-    V1,
-    V2,
-}
+// Defined where they are used; named here too, as the board's values.
+pub use crate::logger::LogFormat;
+pub use crate::runtime::cgroup::CgroupMode;
+pub use crate::runtime::image::Arch;
 
 /// How the agent authenticates to EdgeX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -96,16 +46,6 @@ impl LogLevel {
             LogLevel::Trace => log::LevelFilter::Trace,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One human-readable line per record.
-    #[default]
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
 }
 
 /// Implements `Deserialize` through `FromStr`, so the parse error (which

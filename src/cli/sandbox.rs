@@ -11,7 +11,8 @@ use super::chain_args::runtime;
 use super::{Error, INTERRUPTED, catch_interrupts, say};
 use crate::board::BoardFile;
 use crate::board::values::{Arch, CgroupMode};
-use crate::edgex::bridge::{self, Bridge, BridgeLimits, Grants, Serving};
+use crate::edgex::bridge::{self, Bridge, BridgeLimits, Serving};
+use crate::edgex::grants::Grants;
 use crate::edgex::meter::Meter;
 use crate::runtime::cgroup::{Cgroup, Limits};
 use crate::runtime::container::{Config, RecordStore, Rootfs, Runtime, Stdio};
@@ -207,7 +208,9 @@ fn open_bridge(a: &Args, id: &str, pid: i32) -> Result<Option<(Serving, Meter)>,
         meter.clone(),
         BridgeLimits::from_board(edgex),
     ));
-    let serving = Serving::open(pid, b).map_err(runtime)?;
+    let listener =
+        crate::runtime::net::listen_in(pid, crate::edgex::bridge::PORT).map_err(runtime)?;
+    let serving = Serving::open(listener, b).map_err(runtime)?;
     Ok(Some((serving, meter)))
 }
 

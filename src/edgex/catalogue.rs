@@ -11,12 +11,13 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use super::Error;
 use super::client::Client;
 use super::model::{Access, DeviceProfile};
 use super::value::ValueType;
 use crate::board::Device as BoardDevice;
-use crate::market::capabilities::{CommandOffer, DeviceOffer};
 
 /// One device resource a command reads or writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,7 +103,7 @@ impl Catalogue {
 
     /// Is every granted command sold, in the mode granted? The first one
     /// that is not, as `DEVICE:COMMAND is not sold for reading`.
-    pub fn check_grants(&self, grants: &super::bridge::Grants) -> Result<(), String> {
+    pub fn check_grants(&self, grants: &super::grants::Grants) -> Result<(), String> {
         for (device, g) in grants {
             let modes = g.read.iter().map(|c| (c, false));
             for (command, write) in modes.chain(g.write.iter().map(|c| (c, true))) {
@@ -306,6 +307,31 @@ fn resolve(profile: &DeviceProfile, name: &str) -> Result<(Access, Vec<Resource>
         "profile `{}` has no command or resource of that name",
         profile.name
     ))
+}
+
+/// A device as the gateway's capability document offers it (the
+/// Market's advert carries these; `market::capabilities` names them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceOffer {
+    pub name: String,
+    /// The EdgeX device profile, once the agent has read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub read: Vec<String>,
+    #[serde(default)]
+    pub write: Vec<String>,
+    /// Value types per command, from the profile (empty until read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandOffer>,
+}
+
+/// The value types a command reads or writes, in the profile's order
+/// (hidden resources left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOffer {
+    pub name: String,
+    pub value_types: Vec<String>,
 }
 
 #[cfg(test)]

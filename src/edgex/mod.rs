@@ -16,6 +16,7 @@
 pub mod bridge;
 pub mod catalogue;
 pub mod client;
+pub mod grants;
 pub mod http;
 pub mod meter;
 pub mod model;

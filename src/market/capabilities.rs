@@ -7,6 +7,7 @@ use alloy_primitives::{B256, keccak256};
 use serde::{Deserialize, Serialize};
 
 use crate::board::Board;
+pub use crate::edgex::catalogue::{CommandOffer, DeviceOffer};
 
 pub const DATA_PREFIX: &str = "data:application/json,";
 
@@ -34,29 +35,6 @@ pub struct Capabilities {
     pub grace_s: u64,
     #[serde(default)]
     pub devices: Vec<DeviceOffer>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceOffer {
-    pub name: String,
-    /// The EdgeX device profile, once the agent has read it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    #[serde(default)]
-    pub read: Vec<String>,
-    #[serde(default)]
-    pub write: Vec<String>,
-    /// Value types per command, from the profile (empty until read).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub commands: Vec<CommandOffer>,
-}
-
-/// The value types a command reads or writes, in the profile's order
-/// (hidden resources left out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandOffer {
-    pub name: String,
-    pub value_types: Vec<String>,
 }
 
 impl Capabilities {

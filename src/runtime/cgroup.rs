@@ -28,7 +28,6 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Result};
-use crate::board::values::CgroupMode;
 
 /// v1 controllers a lease's cgroup is made in (cpuacct for CPU time).
 const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer"];
@@ -81,6 +80,16 @@ impl std::fmt::Debug for Cgroup {
 
 fn err(path: &str, why: impl std::fmt::Display) -> Error {
     Error::Cgroup(format!("{path}: {why}"))
+}
+
+/// Which cgroup hierarchy to drive: the one the OS mounts (`auto`), or a
+/// fixed one so a misconfigured image fails at start rather than mid-lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupMode {
+    Auto,
+    V1,
+    V2,
 }
 
 /// The hierarchy the board asks for. cgroups-rs only knows v2 mounted at

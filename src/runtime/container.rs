@@ -16,11 +16,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::cgroup::CgroupMode;
 use super::cgroup::{Cgroup, Stats};
 use super::process::{self, Output, Plan, Spawned};
 use super::spec::Spec;
 use super::{Error, Result, io};
-use crate::board::values::CgroupMode;
 use crate::store::{Store, Tree};
 
 /// Default cap of each log stream (stdout, stderr).

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::{Error, Result, io};
-use crate::board::values::Arch;
 use crate::store::{Store, Tree};
 
 /// A `sha256:<64 hex>` content digest (the only algorithm accepted).
@@ -816,5 +815,49 @@ impl Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+/// CPU architecture of the gateway; picks the image platform too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Aarch64,
+    Armv7,
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Arch {
+    /// The architecture this binary was built for, if a board can have it.
+    pub fn of_this_build() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "aarch64" => Some(Arch::Aarch64),
+            "arm" => Some(Arch::Armv7),
+            "x86_64" => Some(Arch::X86_64),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "aarch64",
+            Arch::Armv7 => "armv7",
+            Arch::X86_64 => "x86_64",
+        }
+    }
+
+    /// The OCI platform (`os/architecture[/variant]`) images must be built for.
+    pub const fn oci_platform(self) -> &'static str {
+        match self {
+            Arch::Aarch64 => "linux/arm64",
+            Arch::Armv7 => "linux/arm/v7",
+            Arch::X86_64 => "linux/amd64",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
