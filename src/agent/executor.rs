@@ -206,9 +206,14 @@ impl Executor<'_> {
 
     /// Carries out a stored step's effects, and those of the steps they
     /// lead to.
+    /// A failed effect leads nowhere, but the others already asked for
+    /// are still carried out (a claim that fails must not hold back the
+    /// report beside it, nor a pause that fails the chain read after it);
+    /// the first failure is returned at the end.
     pub fn carry_out(&self, applied: Applied, now: UnixTime) -> Result<Lease> {
         let mut lease = applied.lease;
         let mut queue: VecDeque<Effect> = applied.effects.into();
+        let mut first_failure = None;
         let mut done = 0;
         while let Some(effect) = queue.pop_front() {
             done += 1;
@@ -230,16 +235,20 @@ impl Executor<'_> {
                     if matches!(e, Error::Chain { .. } | Error::Channel { .. }) {
                         // Back off: the next attempt waits for the
                         // recheck, so a dead node does not stall ticks.
-                        self.book.apply(&lease.id, &Event::ChainFailed, now)?;
+                        lease = self.book.apply(&lease.id, &Event::ChainFailed, now)?.lease;
                     }
-                    return Err(e);
+                    first_failure.get_or_insert(e);
+                    continue;
                 }
             };
             let next = self.book.apply(&lease.id, &event, now)?;
             lease = next.lease;
             queue.extend(next.effects);
         }
-        Ok(lease)
+        match first_failure {
+            Some(e) => Err(e),
+            None => Ok(lease),
+        }
     }
 
     /// One round over the book: each lease's tick, with its container as
@@ -360,6 +369,108 @@ impl Executor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::lease::tests::terms;
+    use crate::agent::machine::{ChainView, Timing};
+    use crate::market::MarketState;
+    use crate::runtime::container::{Config, RecordStore};
+    use crate::store::Store;
+
+    /// A chain whose claim fails and whose report works, recording both.
+    #[derive(Default)]
+    struct ClaimFails {
+        calls: Mutex<Vec<&'static str>>,
+    }
+
+    fn closing() -> ChainView {
+        ChainView {
+            state: MarketState::Active,
+            seller_reported: false,
+            start: 0,
+            end: 0,
+            offer_expiry: 0,
+            chain_time: 100,
+            termination_timeout: 86_400,
+            funding_window: 3_600,
+            claimable: true,
+            channel_closing: true,
+            channel_gone: false,
+        }
+    }
+
+    impl Chain for ClaimFails {
+        fn read(&self, _: &Lease) -> Result<ChainView> {
+            Ok(closing())
+        }
+        fn accept(&self, _: &Lease) -> Result<()> {
+            Ok(())
+        }
+        fn report(&self, _: &Lease, _: Edg) -> Result<()> {
+            self.calls.lock().unwrap().push("report");
+            Ok(())
+        }
+        fn finalize(&self, _: &Lease) -> Result<()> {
+            Ok(())
+        }
+        fn cancel(&self, _: &Lease) -> Result<()> {
+            Ok(())
+        }
+        fn claim(&self, l: &Lease) -> Result<()> {
+            self.calls.lock().unwrap().push("claim");
+            Err(Error::Chain {
+                id: l.id,
+                step: "claiming the channel",
+                source: Box::new(crate::market::Error::Invalid("node down".into())),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failed_effect_does_not_hold_back_the_others_asked_for() {
+        let store = Store::temporary().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::open(
+            Config {
+                dir: dir.path().join("containers"),
+                cgroup: crate::runtime::cgroup::CgroupMode::Auto,
+                cgroup_parent: format!("dedge-test/executor-{}", std::process::id()),
+                cgroup_delegated: None,
+                die_with_parent: false,
+            },
+            RecordStore::sled(&store).unwrap(),
+        )
+        .unwrap();
+        let book = LeaseBook::open(store.tree("leases").unwrap(), Timing::for_tests()).unwrap();
+        let id = LeaseId([5; 32]);
+        let mut l = Lease::offered(id, terms(), UnixTime(0));
+        l.state = State::Terminating;
+        l.stopped = true;
+        l.channel = Some(crate::channel::ChannelId([6; 32]));
+        l.paid = Edg(700);
+        book.insert(&l).unwrap();
+        let chain = ClaimFails::default();
+        let running = Running::default();
+        let exec = Executor {
+            book: &book,
+            runtime: &runtime,
+            running: &running,
+            chain: &chain,
+            defer: None,
+        };
+        // The read shows the channel closing and the lease unreported:
+        // claim and report, in that order. The claim fails; the report is
+        // sent all the same, and the claim's failure is what comes back.
+        let err = exec
+            .feed(&id, &Event::Chain(closing()), UnixTime(100))
+            .unwrap_err();
+        assert!(logger::chain(&err).contains("node down"), "{err}");
+        assert_eq!(*chain.calls.lock().unwrap(), ["claim", "report"]);
+        let after = book.get(&id).unwrap().unwrap();
+        assert!(matches!(
+            after.intent,
+            Some(crate::agent::lease::Intent::Report { .. })
+        ));
+        assert_eq!(after.claim_at, Some(UnixTime(100)));
+    }
 
     #[test]
     fn the_chain_queue_keeps_one_of_each_and_backs_off_a_failing_lease() {

@@ -111,6 +111,9 @@ pub struct ChainView {
     /// The channel's sender started an uncooperative close: once its
     /// challenge period ends, anything not claimed is refunded to it.
     pub channel_closing: bool,
+    /// The lease's channel does not exist on chain (settled and deleted):
+    /// proofs on it can no longer be claimed.
+    pub channel_gone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,7 +365,9 @@ pub fn step(
             fx.push(Effect::ReadChain);
         }
         (Terminating, Event::Chain(v)) if l.stopped => settle_seen(&mut l, v, t, now, &mut fx),
-        (Terminating, Event::Chain(_)) => fx.push(Effect::Teardown),
+        // The container is still coming down (the tick sends the teardown
+        // again until it is): a closing channel's claim does not wait.
+        (Terminating, Event::Chain(v)) => claim(&mut l, v, t, now, &mut fx),
 
         (
             Accepted | FeePaid | ChannelProven | Deploying | Running | Frozen,
@@ -451,15 +456,30 @@ fn watch(l: &mut Lease, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
 
 /// A chain read of a lease being watched. A channel that is closing ends
 /// the lease: proofs on it are worth only what is claimed before its
-/// challenge period ends, so the agent stops serving and claims (the
-/// claim itself is `settle_seen`'s, once the container is down, which is
-/// seconds). A lease the Market has moved past `Active` (the buyer
+/// challenge period ends, so the agent claims at once and stops serving
+/// (what is paid while the container comes down is claimed by
+/// `settle_seen` after it). A channel gone ends it too. A lease the Market has moved past `Active` (the buyer
 /// reported on chain) ends too. Anything else (a lagging node that still
 /// says `Accepted`) is left as it is.
 fn watch_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
     l.recheck_at = now.plus(t.watch);
     if v.channel_closing {
+        // Claimed first: the teardown may take its grace, or fail.
+        claim(l, v, t, now, fx);
         let why = "the buyer started closing the lease's channel on chain".to_string();
+        return terminate(l, now, why, fx);
+    }
+    // A channel the desk saw on chain when it was proven, gone a watch
+    // later (not a node that has yet to see it): settled by its buyer, so
+    // nothing more it pays can be claimed.
+    let proven = l
+        .history
+        .iter()
+        .rev()
+        .find(|(s, _)| *s == State::ChannelProven)
+        .map_or(UnixTime(0), |(_, at)| *at);
+    if v.channel_gone && now.since(proven) >= t.watch {
+        let why = "the lease's channel is gone on chain (its buyer settled it)".to_string();
         return terminate(l, now, why, fx);
     }
     if matches!(
@@ -658,6 +678,7 @@ mod tests {
             funding_window: 3_600,
             claimable: false,
             channel_closing: false,
+            channel_gone: false,
         }
     }
 
@@ -899,32 +920,53 @@ mod tests {
         closing.channel_closing = true;
         closing.claimable = true;
         let (l, fx) = run(&l, Event::Chain(closing), 70);
-        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+        // Claimed at once, before the container comes down (its teardown
+        // may take its grace, or fail).
+        assert_eq!(
+            (l.state, fx),
+            (State::Terminating, vec![Effect::Claim, Effect::Teardown])
+        );
         assert!(l.reason.as_deref().unwrap_or("").contains("closing"));
-        // Down: claimed before the Market is even asked, and reported.
+        assert_eq!(l.claim_at, Some(UnixTime(70)));
+        // The claim's own read, the container not yet down: not sent twice.
+        let (l, fx) = run(&l, Event::Chain(closing), 71);
+        assert!(fx.is_empty(), "{fx:?}");
+        // A teardown that keeps failing does not hold a claim back.
+        let (stuck, fx) = run(&l, Event::Chain(closing), 70 + T.resend_after);
+        assert_eq!((stuck.stopped, fx), (false, vec![Effect::Claim]));
+        // Down, a proof paid meanwhile (claimable again): the claim is
+        // recorded, so it waits its resend; the Market is reported.
         let (l, fx) = run(&l, Event::TornDown, 75);
         assert_eq!(fx, vec![Effect::ReadChain]);
         let (l, fx) = run(&l, Event::Chain(closing), 75);
         assert_eq!(
             fx,
-            vec![
-                Effect::Claim,
-                Effect::Report {
-                    paid: Edg(1_000_000)
-                }
-            ]
+            vec![Effect::Report {
+                paid: Edg(1_000_000)
+            }]
         );
-        assert_eq!(l.claim_at, Some(UnixTime(75)));
+        assert_eq!(l.claim_at, Some(UnixTime(70)));
         // Not mined yet: not sent twice within the resend window.
         let (l2, fx) = run(&l, Event::Chain(closing), 80);
         assert!(fx.is_empty(), "{fx:?}");
         // Still unclaimed after it: sent again.
-        let (_, fx) = run(&l2, Event::Chain(closing), 75 + T.resend_after);
+        let (_, fx) = run(&l2, Event::Chain(closing), 70 + T.resend_after);
         assert!(fx.contains(&Effect::Claim), "{fx:?}");
         // Claimed: forgotten, and the Market's steps go on.
         closing.claimable = false;
         let (l, _) = run(&l, Event::Chain(closing), 81);
         assert_eq!(l.claim_at, None);
+        // A channel gone from the chain a watch after it was proven ends
+        // the lease; one a lagging node has yet to see does not.
+        let mut gone = view(MarketState::Active);
+        gone.channel_gone = true;
+        let mut young = running(0);
+        young.history.push((State::ChannelProven, UnixTime(100)));
+        let (l, _) = run(&young, Event::Chain(gone), 100 + T.watch - 1);
+        assert_eq!(l.state, State::Running);
+        let (l, fx) = run(&young, Event::Chain(gone), 100 + T.watch);
+        assert_eq!((l.state, fx), (State::Terminating, vec![Effect::Teardown]));
+        assert!(l.reason.as_deref().unwrap_or("").contains("gone"));
         // A lease whose buyer reported on chain without a word ends too.
         let mut reported = view(MarketState::Terminating);
         reported.end = 3;
@@ -1032,7 +1074,7 @@ mod tests {
         prop::collection::vec(
             prop_oneof![
                 4 => (1u64..30).prop_map(Step::Tick),
-                3 => (1u128..40_000).prop_map(Step::Pay),
+                4 => (1u128..40_000).prop_map(Step::Pay),
                 1 => Just(Step::Terminate),
                 1 => Just(Step::Exit),
                 1 => Just(Step::Restart),
@@ -1042,7 +1084,7 @@ mod tests {
                 2 => Just(Step::ChainRead),
                 1 => Just(Step::ChainDown),
                 2 => Just(Step::Deploy),
-                1 => Just(Step::BuyerCloses),
+                2 => Just(Step::BuyerCloses),
             ],
             1..120,
         )
@@ -1113,6 +1155,7 @@ mod tests {
                 funding_window: 300,
                 claimable: !self.w.channel_settled && self.w.newest > self.w.claimed,
                 channel_closing: self.w.settle_after.is_some() && !self.w.channel_settled,
+                channel_gone: self.w.channel_settled,
             }
         }
 

@@ -74,7 +74,10 @@ impl MarketHands<'_> {
         )
         .map_err(|e| on_chain(l, "reading the channel")(e.into()))?;
         if ch.sender.is_zero() {
-            return Ok(Channel::default());
+            return Ok(Channel {
+                gone: true,
+                ..Channel::default()
+            });
         }
         let newest = self
             .receiver
@@ -83,6 +86,7 @@ impl MarketHands<'_> {
         Ok(Channel {
             claimable: newest.is_some_and(|p| p.amount > U256::from(ch.claimed.to::<u128>())),
             closing: !ch.settleAfter.is_zero(),
+            gone: false,
         })
     }
 }
@@ -92,6 +96,7 @@ impl MarketHands<'_> {
 struct Channel {
     claimable: bool,
     closing: bool,
+    gone: bool,
 }
 
 impl Chain for MarketHands<'_> {
@@ -115,6 +120,7 @@ impl Chain for MarketHands<'_> {
             funding_window: rules.funding_window,
             claimable: channel.claimable,
             channel_closing: channel.closing,
+            channel_gone: channel.gone,
         })
     }
 
