@@ -247,7 +247,7 @@ fn invoice_of_a_settled_lease() {
     let deployment = common::repo().join(format!("contracts/deployments/{}.json", anvil.chain_id));
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = vec![
-            "lease".into(),
+            "market".into(),
             "invoice".into(),
             lease.to_string(),
             "--rpc".into(),
@@ -279,7 +279,7 @@ fn invoice_of_a_settled_lease() {
         out.contains("fee              1 EDG") && out.contains("DISPUTED"),
         "{out}"
     );
-    let (code, _, _) = dedge(&["lease", "invoice", "0x1234"], &[]);
+    let (code, _, _) = dedge(&["market", "invoice", "0x1234"], &[]);
     assert_eq!(code, 2);
 }
 
@@ -313,7 +313,7 @@ fn a_lease_step_by_step_from_the_command_line() {
 
     let (code, out, err) = run(
         &[
-            "lease",
+            "market",
             "propose",
             "--gateway",
             &gw,
@@ -339,7 +339,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     assert_eq!(v["offer"]["memoryBytes"], 64 << 20);
 
     let state = || {
-        let (code, out, err) = run(&["lease", "show", &lease, "--json"], &[]);
+        let (code, out, err) = run(&["market", "show", &lease, "--json"], &[]);
         assert_eq!(code, 0, "{err}");
         serde_json::from_str::<Value>(&out).unwrap()["state"]
             .as_str()
@@ -347,21 +347,15 @@ fn a_lease_step_by_step_from_the_command_line() {
             .to_string()
     };
     assert_eq!(state(), "proposed");
-    let (code, _, err) = run(&["lease", "accept", &lease, "--board", board], &[]);
+    let (code, _, err) = run(&["market", "accept", &lease, "--board", board], &[]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(state(), "accepted");
-    let (code, _, err) = run(&["lease", "fee", &lease, "--key", buyer_key], &buyer_env);
+    let (code, _, err) = run(&["market", "fee", &lease, "--key", buyer_key], &buyer_env);
     assert_eq!(code, 0, "{err}");
     assert_eq!(state(), "active");
     let (code, _, err) = run(
         &[
-            "lease",
-            "terminate",
-            &lease,
-            "--paid",
-            "0.5",
-            "--key",
-            buyer_key,
+            "market", "report", &lease, "--paid", "0.5", "--key", buyer_key,
         ],
         &buyer_env,
     );
@@ -369,18 +363,12 @@ fn a_lease_step_by_step_from_the_command_line() {
     assert_eq!(state(), "terminating");
     let (code, _, err) = run(
         &[
-            "lease",
-            "terminate",
-            &lease,
-            "--paid",
-            "0.5",
-            "--board",
-            board,
+            "market", "report", &lease, "--paid", "0.5", "--board", board,
         ],
         &[],
     );
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = run(&["lease", "invoice", &lease, "--json"], &[]);
+    let (code, out, err) = run(&["market", "invoice", &lease, "--json"], &[]);
     assert_eq!(code, 0, "{err}");
     let inv: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(inv["buyer_reported"], "0.5 EDG");
@@ -389,7 +377,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     // Bad input is a usage error, named.
     let (code, _, err) = run(
         &[
-            "lease",
+            "market",
             "propose",
             "--gateway",
             &gw,
@@ -406,7 +394,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     assert!(err.contains("does not sell"), "{err}");
     let (code, _, err) = run(
         &[
-            "lease",
+            "market",
             "propose",
             "--gateway",
             &gw,
@@ -421,7 +409,7 @@ fn a_lease_step_by_step_from_the_command_line() {
     );
     assert_eq!(code, 2);
     assert!(err.contains("sells up to 1"), "{err}");
-    let (code, _, err) = run(&["lease", "fee", &lease, "--key", buyer_key], &buyer_env);
+    let (code, _, err) = run(&["market", "fee", &lease, "--key", buyer_key], &buyer_env);
     assert_eq!(code, 1, "fee on a settled lease reverts");
     assert!(err.contains("WrongState"), "{err}");
 }

@@ -1,19 +1,28 @@
-//! `dedge lease ...`: the buyer's commands (create, pay, ls, logs,
-//! terminate, invoice; in `cli::buyer`) and the market steps of a lease,
-//! one command each (propose, accept, fee, terminate --paid, show).
+//! `dedge lease ...`, the buyer's commands: `create`, `pay`, `ls`, `logs`,
+//! `terminate` and `invoice` (with the gateway's account). Steps go to stderr as lines
+//! (a progress bar for uploads on a terminal); results to stdout, as JSON
+//! with `--json`.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::B256;
 
-use super::chain_args::{self, Chain, ChainArgs, runtime};
-use super::{Error, say};
-use crate::buyer::offer;
-use crate::chain::tx::TxSender;
-use crate::chain::{Signer, keystore};
-use crate::market::{self, Capabilities};
-use crate::units::{ByteSize, Edg, HumanDuration};
+use super::chain_args::{self, Chain};
+use super::lease_args::{Args, OFFER_HELP, key, parse, request};
+use super::progress::Progress;
+use super::{Error, INTERRUPTED, catch_interrupts, err_line, say};
+use crate::buyer::create::{ImageSource, Step, create};
+use crate::buyer::link::Link;
+use crate::buyer::pay::{self, Ended};
+use crate::buyer::record::{self, LeaseRecord};
+use crate::buyer::wallet::Channel;
+use crate::buyer::{self, Buyer, end};
+use crate::market::MarketState;
+use crate::p2p::Body;
+use crate::units::Edg;
 
 pub const USAGE: &str = "\
 Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key FILE [chain options]
@@ -21,13 +30,7 @@ Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key 
        dedge lease ls [--data DIR] [--json]
        dedge lease logs LEASE [--follow] [--stderr] --key FILE [chain options]
        dedge lease terminate LEASE --key FILE [--reason TEXT] [chain options]
-       dedge lease invoice LEASE [--key FILE] [chain options] [--json] [--wei]
-       dedge lease propose --gateway ADDR --image CID [offer options] --key FILE [chain options]
-       dedge lease accept LEASE --board BOARD
-       dedge lease fee LEASE --key FILE [chain options]
-       dedge lease terminate LEASE --paid EDG (--key FILE | --board BOARD) [chain options]
-       dedge lease show LEASE [chain options] [--json]
-       dedge lease invoice LEASE [chain options] [--json] [--wei]
+       dedge lease invoice LEASE --key FILE [chain options] [--json] [--wei]
 
   create     the whole lease: the image checked and published to IPFS (PATH;
              --ipfs-api URL or DEDGE_IPFS_API) or taken as published (CID
@@ -42,349 +45,311 @@ Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key 
              lease ends; resumable, nothing is lost when it is killed
   ls         the buyer's leases (from --data)
   logs       the container's stdout (--stderr: stderr), --follow to go on
-  terminate  with a lease from `create`: stops its payer, reports what was
-             paid on chain, has the gateway stop the container and settle;
-             with --paid: only the on-chain report, by --key or the
-             gateway (--board)
-  invoice    the Invoice emitted at settlement: both reports, fee, flags
-             (8 = the two reports differ); with --key and a lease from
-             `create`, also the gateway's account and its EdgeX use
-  propose    the buyer writes its offer's EIP-712 hash on chain; prints the
-             lease id and the offer (to send to the gateway)
-  accept     the gateway writes the same hash: buyer and seller in contract
-  fee        the buyer escrows the platform fee (dedge_fee); the lease is
-             valid once accepted and funded
-  show       the lease's state on chain
+  terminate  stops the lease's payer, reports what was paid on chain, has
+             the gateway stop the container and settle
+  invoice    the settlement (both reports, fee, dispute) with the gateway's
+             account: paid, seconds run, EdgeX use per device
 
-Offer options (create, propose):
-  --cpus N            CPU cores, fractions allowed (default 0.5)
-  --memory SIZE       e.g. 64MiB or 64M (M = MiB here; default 64MiB)
-  --disk SIZE         default 256MiB
-  --duration D        longest the lease may run (default 1h)
-  --interval D        payment interval (default: the gateway's)
-  --device NAME:CMD[:MODE] an EdgeX grant, MODE r, w or rw (repeatable; r
-                           when omitted)
-  --price EDG         EDG per second (default: the gateway's prices for
-                      what is asked)
-  --expiry D          how long the offer stays open (default 10m)
-  --manifest DIGEST   the image's OCI manifest digest (with --image CID)
-  --backend HOST:PORT an endpoint the container reaches at 127.0.0.1:PORT,
-                      relayed by the agent (repeatable, up to 4; the
-                      gateway's board decides which addresses it allows);
-                      listed in the container's DEDGE_BACKENDS
-  --ipfs-api URL      a Kubo-compatible RPC to publish --image PATH to
-  --deposit EDG       a new channel's deposit
-  --detach            create returns once the container runs
+The market steps one at a time (propose, accept, fee, report, show) are
+`dedge market`'s.
+
+";
+const OPTIONS: &str = "\
 Buyer state:
   --data DIR          lease records and channel databases (env DEDGE_HOME;
                       default ~/.dedge)
 Keys:
   --key FILE          the buyer's key file (passphrase: --passphrase-file
-                      or DEDGE_PASSPHRASE); seller commands use --board's key
+                      or DEDGE_PASSPHRASE)
 Output:
   --json, --wei, -h/--help
 ";
 
-#[derive(Default)]
-pub(super) struct Args {
-    pub(super) chain: ChainArgs,
-    pub(super) lease: Option<B256>,
-    pub(super) key: Option<PathBuf>,
-    pub(super) passphrase_file: Option<PathBuf>,
-    pub(super) gateway: Option<Address>,
-    pub(super) image: Option<String>,
-    pub(super) cpus: Option<f64>,
-    pub(super) memory: Option<ByteSize>,
-    pub(super) disk: Option<ByteSize>,
-    pub(super) duration: Option<HumanDuration>,
-    pub(super) interval: Option<HumanDuration>,
-    pub(super) devices: Vec<String>,
-    pub(super) price: Option<Edg>,
-    pub(super) expiry: Option<HumanDuration>,
-    pub(super) paid: Option<Edg>,
-    pub(super) json: bool,
-    pub(super) wei: bool,
-    pub(super) manifest: Option<String>,
-    pub(super) ipfs_api: Option<String>,
-    pub(super) deposit: Option<Edg>,
-    pub(super) data: Option<PathBuf>,
-    pub(super) detach: bool,
-    pub(super) follow: bool,
-    pub(super) stderr: bool,
-    pub(super) reason: Option<String>,
-    pub(super) backends: Vec<String>,
-}
-
-/// Sizes on the command line: the board's strict units, or docker's `64M`
-/// (binary: K, M, G mean KiB, MiB, GiB here).
-fn cli_size(s: &str) -> Result<ByteSize, Error> {
-    let t = s.trim();
-    let lenient = match t.chars().last() {
-        Some(u @ ('K' | 'M' | 'G' | 'k' | 'm' | 'g'))
-            if t[..t.len() - 1].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            Some(format!(
-                "{} {}iB",
-                &t[..t.len() - 1],
-                u.to_ascii_uppercase()
-            ))
-        }
-        _ => None,
-    };
-    lenient
-        .as_deref()
-        .unwrap_or(t)
-        .parse()
-        .map_err(|e| Error::Usage(format!("{e}")))
-}
-
-fn parse_value<T: std::str::FromStr>(what: &str, v: std::ffi::OsString) -> Result<T, Error>
-where
-    T::Err: std::fmt::Display,
-{
-    let s = v
-        .into_string()
-        .map_err(|_| Error::Usage(format!("{what}: not UTF-8")))?;
-    s.parse()
-        .map_err(|e| Error::Usage(format!("{what} `{s}`: {e}")))
-}
-
-fn parse(mut parser: lexopt::Parser) -> Result<Option<Args>, Error> {
-    use lexopt::prelude::*;
-    let mut a = Args::default();
-    while let Some(arg) = parser.next()? {
-        match arg {
-            Long(name) if ChainArgs::NAMES.contains(&name) => {
-                let name = name.to_string();
-                a.chain.set(&name, parser.value()?)?;
-            }
-            Long("key") => a.key = Some(parser.value()?.into()),
-            Long("passphrase-file") => a.passphrase_file = Some(parser.value()?.into()),
-            Long("gateway") => a.gateway = Some(parse_value("--gateway", parser.value()?)?),
-            Long("image") => a.image = Some(parser.value()?.string()?),
-            Long("cpus") => a.cpus = Some(parse_value("--cpus", parser.value()?)?),
-            Long("memory") => a.memory = Some(cli_size(&parser.value()?.string()?)?),
-            Long("disk") => a.disk = Some(cli_size(&parser.value()?.string()?)?),
-            Long("duration") => a.duration = Some(parse_value("--duration", parser.value()?)?),
-            Long("interval") => a.interval = Some(parse_value("--interval", parser.value()?)?),
-            Long("device") => a.devices.push(parser.value()?.string()?),
-            Long("price") => a.price = Some(parse_value("--price", parser.value()?)?),
-            Long("expiry") => a.expiry = Some(parse_value("--expiry", parser.value()?)?),
-            Long("paid") => a.paid = Some(parse_value("--paid", parser.value()?)?),
-            Long("manifest") => a.manifest = Some(parser.value()?.string()?),
-            Long("ipfs-api") => a.ipfs_api = Some(parser.value()?.string()?),
-            Long("deposit") => a.deposit = Some(parse_value("--deposit", parser.value()?)?),
-            Long("data") => a.data = Some(parser.value()?.into()),
-            Long("detach") => a.detach = true,
-            Long("follow") => a.follow = true,
-            Long("stderr") => a.stderr = true,
-            Long("reason") => a.reason = Some(parser.value()?.string()?),
-            Long("backend") => a.backends.push(parser.value()?.string()?),
-            Long("json") => a.json = true,
-            Long("wei") => a.wei = true,
-            Short('h') | Long("help") => {
-                say!("{USAGE}{}", chain_args::HELP)?;
-                return Ok(None);
-            }
-            Value(v) if a.lease.is_none() => a.lease = Some(parse_value("LEASE", v)?),
-            other => return Err(other.unexpected().into()),
-        }
-    }
-    Ok(Some(a))
-}
-
 pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     use lexopt::prelude::*;
+    let usage = format!("{USAGE}{OFFER_HELP}{OPTIONS}");
     let sub = match parser.next()? {
         Some(Value(v)) => v.string()?,
-        Some(Short('h') | Long("help")) | None => return say!("{USAGE}{}", chain_args::HELP),
+        Some(Short('h') | Long("help")) | None => return say!("{usage}{}", chain_args::HELP),
         Some(other) => return Err(other.unexpected().into()),
     };
-    let Some(mut a) = parse(parser)? else {
+    let Some(a) = parse(parser, &usage)? else {
         return Ok(());
     };
-    match sub.as_str() {
-        "create" | "pay" | "ls" | "logs" => return super::buyer::run(&sub, a),
-        "terminate" if a.paid.is_none() => return super::buyer::run(&sub, a),
-        "invoice" if a.key.is_some() => return super::buyer::run(&sub, a),
-        _ => {}
+    if a.paid.is_some() {
+        return Err(Error::Usage(
+            "--paid is `dedge market report`'s: `lease terminate` reports what the payer signed"
+                .into(),
+        ));
     }
-    let needs_lease = sub != "propose";
-    let lease = a.lease.take();
-    if needs_lease && lease.is_none() {
-        return Err(Error::Usage(format!(
+    command(&sub, a)
+}
+
+fn fail(e: buyer::Error) -> Error {
+    match e {
+        buyer::Error::Request(m) => Error::Usage(m),
+        other => Error::Runtime(other.to_string()),
+    }
+}
+
+/// `--data`, `DEDGE_HOME`, or `~/.dedge`.
+fn data_dir(a: &Args) -> Result<PathBuf, Error> {
+    if let Some(d) = &a.data {
+        return Ok(d.clone());
+    }
+    if let Some(d) = std::env::var_os("DEDGE_HOME") {
+        return Ok(d.into());
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".dedge"))
+        .ok_or_else(|| Error::Usage("no --data DIR, DEDGE_HOME or HOME".into()))
+}
+
+fn open(a: &mut Args) -> Result<Buyer, Error> {
+    let signer = key(a)?;
+    let data = data_dir(a)?;
+    let chain: Chain = std::mem::take(&mut a.chain).connect()?;
+    let policy = chain.policy();
+    Buyer::open(signer, chain.rpc, chain.d, policy, &data).map_err(fail)
+}
+
+fn lease_of(a: &Args, sub: &str) -> Result<B256, Error> {
+    a.lease.ok_or_else(|| {
+        Error::Usage(format!(
             "lease {sub} needs LEASE (the 0x-prefixed lease id)"
-        )));
-    }
-    let lease = lease.unwrap_or_default();
-    let chain = std::mem::take(&mut a.chain).connect()?;
-    match sub.as_str() {
-        "propose" => propose(&chain, &a),
-        "accept" => {
-            let gw = chain.gateway_signer()?;
-            market::accept(&sender(&chain, &gw)?, &chain.d, lease).map_err(runtime)?;
-            say!("lease {lease} accepted by {}\n", gw.address())
+        ))
+    })
+}
+
+fn step(line: &str) {
+    err_line(format_args!("  {line}"));
+}
+
+fn command(sub: &str, mut a: Args) -> Result<(), Error> {
+    match sub {
+        "ls" => ls(&a),
+        "create" => {
+            let b = open(&mut a)?;
+            create_cmd(&b, &a)
         }
-        "fee" => {
-            let buyer = key(&a)?;
-            market::deposit_fee(&sender(&chain, &buyer)?, &chain.d, lease).map_err(runtime)?;
-            say!("fee escrowed for lease {lease}\n")
+        "pay" => {
+            let lease = lease_of(&a, sub)?;
+            let b = open(&mut a)?;
+            let r = record::load(&b.data, lease).map_err(fail)?;
+            let id = r.channel.ok_or_else(|| {
+                Error::Runtime(format!("lease {lease} has no channel yet ({})", r.state))
+            })?;
+            let channel = Channel::reopen(&b, id).map_err(fail)?;
+            pay_cmd(&b, &r, &channel, a.json)
+        }
+        "logs" => {
+            let lease = lease_of(&a, sub)?;
+            let b = open(&mut a)?;
+            logs(&b, lease, if a.stderr { 2 } else { 1 }, a.follow)
         }
         "terminate" => {
-            let paid = a
-                .paid
-                .ok_or_else(|| Error::Usage("terminate needs --paid EDG".into()))?;
-            let party = if a.key.is_some() {
-                key(&a)?
-            } else {
-                chain.gateway_signer()?
-            };
-            market::terminate(
-                &sender(&chain, &party)?,
-                &chain.d,
-                lease,
-                U256::from(paid.wei()),
-            )
-            .map_err(runtime)?;
+            let lease = lease_of(&a, sub)?;
+            let b = open(&mut a)?;
+            let reason = a
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the buyer ended it".into());
+            let state = end::terminate(&b, lease, &reason, &mut step).map_err(fail)?;
+            if a.json {
+                return say!(
+                    "{}\n",
+                    serde_json::json!({"lease": lease, "market_state": state.name()})
+                );
+            }
             say!(
-                "lease {lease} terminated by {} (reported paid {paid})\n",
-                party.address()
+                "lease {lease} {}\n",
+                if state == MarketState::Settled {
+                    "settled"
+                } else {
+                    "terminated (the Market settles once both sides report, or after its timeout)"
+                }
             )
         }
-        "show" => show(&chain, lease, a.json),
-        "invoice" => invoice(&chain, lease, a.json, a.wei),
+        "invoice" => {
+            let lease = lease_of(&a, sub)?;
+            let b = open(&mut a)?;
+            invoice(&b, lease, a.json, a.wei)
+        }
         other => Err(Error::Usage(format!("unknown lease command `{other}`"))),
     }
 }
 
-pub(super) fn key(a: &Args) -> Result<Signer, Error> {
-    let path = a
-        .key
-        .as_ref()
-        .ok_or_else(|| Error::Usage("this command needs --key FILE".into()))?;
-    let pass = keystore::passphrase(a.passphrase_file.as_deref())
-        .map_err(|e| Error::Config(e.to_string()))?;
-    keystore::load(path, &pass).map_err(|e| Error::Config(e.to_string()))
-}
-
-fn sender<'a>(chain: &'a Chain, signer: &'a Signer) -> Result<TxSender<'a>, Error> {
-    let store = chain.cli_store()?;
-    let nonces = store.tree("nonces").map_err(runtime)?;
-    Ok(TxSender::new(
-        &chain.rpc,
-        signer,
-        chain.d.chain_id,
-        nonces,
-        chain.policy(),
-    ))
-}
-
-pub(super) fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn propose(chain: &Chain, a: &Args) -> Result<(), Error> {
-    let buyer = key(a)?;
+fn create_cmd(b: &Buyer, a: &Args) -> Result<(), Error> {
     let gateway = a
         .gateway
-        .ok_or_else(|| Error::Usage("propose needs --gateway ADDR".into()))?;
+        .ok_or_else(|| Error::Usage("create needs --gateway ADDR".into()))?;
     let image = a
         .image
         .clone()
-        .ok_or_else(|| Error::Usage("propose needs --image CID".into()))?;
-    let listing = market::live_adverts(&chain.rpc, &chain.d)
-        .map_err(runtime)?
-        .into_iter()
-        .find(|l| l.gateway == gateway)
-        .ok_or_else(|| Error::Runtime(format!("gateway {gateway} has no live advert")))?;
-    let caps: Capabilities = listing
-        .capabilities
-        .map_err(|e| Error::Runtime(format!("gateway {gateway}: {e}")))?;
+        .ok_or_else(|| Error::Usage("create needs --image PATH|CID".into()))?;
+    let source = if std::path::Path::new(&image).exists() {
+        let api = a
+            .ipfs_api
+            .clone()
+            .or_else(|| std::env::var("DEDGE_IPFS_API").ok())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "--image {image} is a path: publishing it needs --ipfs-api URL (or DEDGE_IPFS_API)"
+                ))
+            })?;
+        ImageSource::Local {
+            path: image.into(),
+            api,
+        }
+    } else if image.contains('/') {
+        return Err(Error::Usage(format!(
+            "--image {image}: no such file or directory (an OCI layout, layout tar or docker-save tar)"
+        )));
+    } else {
+        let manifest = a.manifest.clone().ok_or_else(|| {
+            Error::Usage(format!(
+                "--image {image} is not a file: as a CID it needs --manifest sha256:..."
+            ))
+        })?;
+        ImageSource::Published {
+            cid: image,
+            manifest,
+        }
+    };
     let req = request(a, gateway)?;
-    let mut nonce = [0u8; 8];
-    getrandom::getrandom(&mut nonce).map_err(runtime)?;
-    let offer = offer::build(
+    let mut bar: Option<Progress> = None;
+    let created = create(
+        b,
         &req,
-        &caps,
-        buyer.address(),
-        &image,
-        now(),
-        u64::from_be_bytes(nonce),
+        &source,
+        a.deposit.map(|d| d.wei()),
+        &mut |s| match s {
+            Step::Done(line) => {
+                bar = None;
+                step(line);
+            }
+            Step::Upload(done, total) => bar
+                .get_or_insert_with(|| Progress::new("uploading", Some(total)))
+                .update(done),
+        },
     )
-    .map_err(|e| Error::Usage(e.to_string()))?;
-    let price = offer.pricePerSecond.to::<u128>();
-    let expiry = offer.expiry.to::<u64>();
-    let lease = market::propose(&sender(chain, &buyer)?, &chain.d, &offer).map_err(runtime)?;
-    let offer_json = serde_json::json!({
-        "buyer": offer.buyer, "gateway": offer.gateway, "cpuMillicores": offer.cpuMillicores,
-        "memoryBytes": offer.memoryBytes, "diskBytes": offer.diskBytes, "devices": offer.devices,
-        "pricePerSecond": price.to_string(), "maxDuration": offer.maxDuration,
-        "paymentInterval": offer.paymentInterval, "image": offer.image, "expiry": expiry, "nonce": offer.nonce.to_string(),
-    });
+    .map_err(fail)?;
+    drop(bar);
+    let r = &created.record;
     if a.json {
+        say!(
+            "{}\n",
+            serde_json::json!({"lease": r.lease, "gateway": r.gateway, "channel": r.channel,
+                "image": r.image, "manifest": r.manifest, "state": r.state})
+        )?;
+    } else {
+        say!("lease {} running on gateway {}\n", r.lease, r.gateway)?;
+    }
+    if a.detach {
+        return Ok(());
+    }
+    pay_cmd(b, r, &created.channel, a.json)
+}
+
+/// The foreground payer, until Ctrl-C, a terminate, or the lease's end.
+fn pay_cmd(b: &Buyer, r: &LeaseRecord, channel: &Channel, json: bool) -> Result<(), Error> {
+    catch_interrupts();
+    step(&format!(
+        "paying lease {} every {} s (Ctrl-C stops paying; `dedge lease pay` resumes)",
+        r.lease, r.payment_interval
+    ));
+    let ended = pay::run(b, r, channel, &INTERRUPTED, &mut step).map_err(fail)?;
+    match &ended {
+        Ended::Stopped => step("stopped paying"),
+        Ended::Lease(state) => {
+            step(&format!("the gateway ended the lease ({state})"));
+            end::after_gateway_ended(b, r, channel, &mut step).map_err(fail)?;
+        }
+    }
+    let paid = channel.paid_for(r.lease).map_err(fail)?;
+    if json {
         return say!(
             "{}\n",
-            serde_json::json!({"lease": lease, "offer": offer_json})
+            serde_json::json!({"lease": r.lease, "paid": paid.to_string(),
+                "ended": matches!(ended, Ended::Lease(_))})
         );
     }
     say!(
-        "lease {lease}\nprice {} per second\noffer {offer_json}\n",
-        Edg(price)
+        "lease {}: paid {} so far\n",
+        r.lease,
+        Edg(paid.saturating_to::<u128>())
     )
 }
 
-/// The buyer's request from the offer options.
-pub(super) fn request(a: &Args, gateway: Address) -> Result<offer::Request, Error> {
-    let mut req = offer::Request::new(gateway);
-    if let Some(c) = a.cpus {
-        req.cpus = c;
+fn ls(a: &Args) -> Result<(), Error> {
+    let data = data_dir(a)?;
+    let all = record::all(&data).map_err(fail)?;
+    if a.json {
+        return say!(
+            "{}\n",
+            serde_json::to_string(&all).map_err(|e| Error::Runtime(e.to_string()))?
+        );
     }
-    if let Some(m) = a.memory {
-        req.memory = m.bytes();
+    if all.is_empty() {
+        return say!("no leases in {}\n", data.display());
     }
-    if let Some(d) = a.disk {
-        req.disk = d.bytes();
+    let mut text = format!(
+        "{:<66}  {:<42}  {:<14}  {:>10}  IMAGE\n",
+        "LEASE", "GATEWAY", "STATE", "EDG/S"
+    );
+    for r in &all {
+        text.push_str(&format!(
+            "{:<66}  {:<42}  {:<14}  {:>10}  {}\n",
+            r.lease.to_string(),
+            r.gateway.to_string(),
+            r.state,
+            Edg(r.price()).to_string(),
+            r.image
+        ));
     }
-    if let Some(d) = a.duration {
-        req.duration = d.get().as_secs();
-    }
-    req.interval = a.interval.map(|i| i.get().as_secs());
-    req.devices = a.devices.clone();
-    req.price = a.price.map(|p| p.wei());
-    if let Some(e) = a.expiry {
-        req.expiry = e.get().as_secs();
-    }
-    req.backends = a.backends.clone();
-    Ok(req)
+    say!("{text}")
 }
 
-fn show(chain: &Chain, lease: B256, json: bool) -> Result<(), Error> {
-    let l = market::lease(&chain.rpc, &chain.d, lease).map_err(runtime)?;
-    let state = market::MarketState::try_from(l.state).map_or("unknown", |s| s.name());
-    if json {
-        let v = serde_json::json!({
-            "lease": lease, "state": state, "buyer": l.buyer, "gateway": l.gateway,
-            "start": l.start.to::<u64>(), "end": l.end.to::<u64>(), "fee": l.fee.to::<u128>().to_string(), "flags": l.flags,
-        });
-        return say!("{v}\n");
+fn logs(b: &Buyer, lease: B256, stream: u8, follow: bool) -> Result<(), Error> {
+    let r = record::load(&b.data, lease).map_err(fail)?;
+    let mut link = Link::connect(b, r.gateway, &r.endpoint).map_err(fail)?;
+    if follow {
+        catch_interrupts();
     }
-    say!(
-        "lease    {lease}\nstate    {state}\nbuyer    {}\ngateway  {}\nstart    {}\nfee      {}\n",
-        l.buyer,
-        l.gateway,
-        l.start,
-        Edg(l.fee.to::<u128>())
-    )
+    let mut offset = 0u64;
+    loop {
+        let answer = link
+            .ask(Body::Logs {
+                lease: lease.0,
+                stream,
+                offset,
+                data: Vec::new(),
+            })
+            .map_err(fail)?;
+        let Body::Logs { data, .. } = answer else {
+            return Err(fail(link.unexpected(&answer, "Logs")));
+        };
+        if !data.is_empty() {
+            offset += data.len() as u64;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::Runtime(format!("stdout: {e}")))?;
+            continue;
+        }
+        if !follow || INTERRUPTED.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let (state, _) = link.status(lease.0).map_err(fail)?;
+        if !matches!(state.as_str(), "running" | "frozen" | "deploying") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
-pub(super) fn invoice(chain: &Chain, lease: B256, json: bool, wei: bool) -> Result<(), Error> {
-    let Some(inv) = market::invoice(&chain.rpc, &chain.d, lease).map_err(runtime)? else {
-        return Err(Error::Runtime(format!(
-            "lease {lease} has no invoice yet (not settled, or unknown)"
-        )));
-    };
+fn invoice(b: &Buyer, lease: B256, json: bool, wei: bool) -> Result<(), Error> {
+    let inv = end::invoice(b, lease).map_err(fail)?;
     let amount = |w: u128| {
         if wei {
             w.to_string()
@@ -392,33 +357,78 @@ pub(super) fn invoice(chain: &Chain, lease: B256, json: bool, wei: bool) -> Resu
             Edg(w).to_string()
         }
     };
-    let (b, s, fee) = (
-        inv.buyerReported.to::<u128>(),
-        inv.sellerReported.to::<u128>(),
-        inv.fee.to::<u128>(),
-    );
+    let settled = inv.settled.as_ref().map(|s| {
+        (
+            s.buyerReported.to::<u128>(),
+            s.sellerReported.to::<u128>(),
+            s.fee.to::<u128>(),
+            s.flags,
+            s.end.to::<u64>().saturating_sub(s.start.to::<u64>()),
+        )
+    });
     if json {
+        let account = match &inv.account {
+            Ok(acc) => serde_json::json!({
+                "paid": amount(acc.paid), "owed": amount(acc.owed), "ran_s": acc.ran,
+                "edgex": acc.edgex.iter().map(|u| serde_json::json!({
+                    "device": u.device, "reads": u.reads, "writes": u.writes,
+                    "bytes_in": u.bytes_in, "bytes_out": u.bytes_out, "refused": u.refused,
+                })).collect::<Vec<_>>(),
+            }),
+            Err(e) => serde_json::json!({ "error": e }),
+        };
         let v = serde_json::json!({
-            "lease": lease, "buyer": inv.buyer, "seller": inv.seller,
-            "start": inv.start.to::<u64>(), "end": inv.end.to::<u64>(),
-            "buyer_reported": amount(b), "seller_reported": amount(s), "fee": amount(fee),
-            "flags": inv.flags, "disputed": inv.flags & 8 != 0,
+            "lease": lease, "gateway": inv.record.gateway, "state": inv.record.state,
+            "price_per_second": amount(inv.record.price()),
+            "settlement": settled.map(|(b, s, fee, flags, secs)| serde_json::json!({
+                "buyer_reported": amount(b), "seller_reported": amount(s), "fee": amount(fee),
+                "flags": flags, "disputed": flags & 8 != 0, "seconds": secs,
+            })),
+            "gateway_account": account,
         });
         return say!("{v}\n");
     }
-    say!(
-        "lease            {lease}\nbuyer            {}\nseller           {}\nstart            {}\nend              {}\nbuyer reported   {}\nseller reported  {}\nfee              {}\n{}",
-        inv.buyer,
-        inv.seller,
-        inv.start,
-        inv.end,
-        amount(b),
-        amount(s),
-        amount(fee),
-        if inv.flags & 8 != 0 {
-            "DISPUTED: the two reports differ\n"
-        } else {
-            ""
+    let mut t = format!(
+        "lease            {lease}\ngateway          {}\nimage            {}\nprice            {} per second\n",
+        inv.record.gateway,
+        inv.record.image,
+        amount(inv.record.price())
+    );
+    match settled {
+        Some((bp, sp, fee, flags, secs)) => t.push_str(&format!(
+            "settled after    {secs} s\nbuyer reported   {}\nseller reported  {}\nplatform fee     {}\n{}",
+            amount(bp),
+            amount(sp),
+            amount(fee),
+            if flags & 8 != 0 {
+                "DISPUTED: the two reports differ\n"
+            } else {
+                ""
+            }
+        )),
+        None => t.push_str("settlement       not yet (the Market settles once both sides report)\n"),
+    }
+    match &inv.account {
+        Ok(acc) => {
+            t.push_str(&format!(
+                "gateway account  paid {} for {} s run\n",
+                amount(acc.paid),
+                acc.ran
+            ));
+            for u in acc.edgex.iter().filter(|u| u.device != "*") {
+                t.push_str(&format!(
+                    "EdgeX {:<22} {} reads, {} writes, {} B in, {} B out, {} refused\n",
+                    u.device, u.reads, u.writes, u.bytes_in, u.bytes_out, u.refused
+                ));
+            }
+            if let Some(u) = acc.edgex.iter().find(|u| u.device == "*") {
+                t.push_str(&format!(
+                    "EdgeX (unsold names)         {} refused\n",
+                    u.refused
+                ));
+            }
         }
-    )
+        Err(e) => t.push_str(&format!("gateway account  unavailable: {e}\n")),
+    }
+    say!("{t}")
 }

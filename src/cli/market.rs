@@ -1,4 +1,5 @@
-//! `dedge market ls`: live adverts, filtered.
+//! `dedge market ...`: live adverts, filtered (`ls`, here), and the
+//! market steps of a lease one at a time (`market_steps`).
 
 use alloy_primitives::Address;
 
@@ -9,6 +10,27 @@ use crate::units::Edg;
 
 pub const USAGE: &str = "\
 Usage: dedge market ls [chain options] [filters] [--json] [--wei]
+       dedge market propose --gateway ADDR --image CID [offer options] --key FILE [chain options]
+       dedge market accept LEASE --board BOARD
+       dedge market fee LEASE --key FILE [chain options]
+       dedge market report LEASE --paid EDG (--key FILE | --board BOARD) [chain options]
+       dedge market show LEASE [chain options] [--json]
+       dedge market invoice LEASE [chain options] [--json] [--wei]
+
+  ls       live adverts (below)
+  propose  the buyer writes its offer's EIP-712 hash on chain; prints the
+           lease id and the offer (to send to the gateway)
+  accept   the gateway writes the same hash: buyer and seller in contract
+  fee      the buyer escrows the platform fee (dedge_fee); the lease is
+           valid once accepted and funded
+  report   one side's termination: what it says the lease was paid, by
+           --key (the buyer) or the gateway (--board)
+  show     the lease's state on chain
+  invoice  the Invoice the Market emitted at settlement: both reports, fee,
+           flags (8 = the two reports differ)
+  (`dedge lease` runs all of these for a buyer, with payments and deploy.)
+
+`ls`:
 
 Lists live gateway adverts: one view call for the current state, the
 Advertised events for endpoints and capability documents (each checked
@@ -51,7 +73,14 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
     use lexopt::prelude::*;
     match parser.next()? {
         Some(Value(v)) if v == "ls" => {}
-        Some(Short('h') | Long("help")) | None => return say!("{USAGE}{}", chain_args::HELP),
+        Some(Value(v)) => return super::market_steps::run(&v.string()?, parser),
+        Some(Short('h') | Long("help")) | None => {
+            return say!(
+                "{USAGE}{}{}",
+                super::lease_args::OFFER_HELP,
+                chain_args::HELP
+            );
+        }
         Some(other) => return Err(other.unexpected().into()),
     }
     let mut chain = ChainArgs::default();

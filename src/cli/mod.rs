@@ -7,8 +7,6 @@ mod agent;
 #[forbid(unsafe_code)]
 mod board;
 #[forbid(unsafe_code)]
-mod buyer;
-#[forbid(unsafe_code)]
 mod chain_args;
 #[forbid(unsafe_code)]
 mod edgex;
@@ -23,7 +21,11 @@ mod key;
 #[forbid(unsafe_code)]
 mod lease;
 #[forbid(unsafe_code)]
+mod lease_args;
+#[forbid(unsafe_code)]
 mod market;
+#[forbid(unsafe_code)]
+mod market_steps;
 #[forbid(unsafe_code)]
 mod progress;
 mod sandbox;
@@ -43,9 +45,11 @@ Commands:
   key new|address FILE           create or read an encrypted key file
   gateway register|advertise     bind a gateway to its operator; advertise it
   agent [status]                 run the seller agent; what it is doing
+  lease create|pay|ls|logs|terminate|invoice
+                                 a buyer's lease: offer to invoice
   market ls                      list live adverts (filters, --json)
-  lease propose|accept|fee|terminate|show|invoice
-                                 the market steps of a lease
+  market propose|accept|fee|report|show|invoice
+                                 the market steps of a lease, one at a time
   image import|ls|rm|gc          the verified image store
   ipfs cid|car PATH              CIDs as Kubo computes them; CAR files
   edgex ls                       the EdgeX devices and commands on sale
