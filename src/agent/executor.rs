@@ -392,6 +392,7 @@ mod tests {
             termination_timeout: 86_400,
             funding_window: 3_600,
             claimable: true,
+            newest: Edg(700),
             channel_closing: true,
             channel_gone: false,
         }
@@ -469,7 +470,7 @@ mod tests {
             after.intent,
             Some(crate::agent::lease::Intent::Report { .. })
         ));
-        assert_eq!(after.claim_at, Some(UnixTime(100)));
+        assert_eq!(after.claim.map(|c| c.at), Some(UnixTime(100)));
     }
 
     #[test]

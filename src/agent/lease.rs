@@ -213,6 +213,17 @@ pub enum Intent {
     Cancel { at: UnixTime },
 }
 
+/// A claim of the lease's channel, as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// When it was last sent.
+    pub at: UnixTime,
+    /// The channel's newest proof then: a newer one is claimed at once,
+    /// the same one only once the first can no longer be pending.
+    #[serde(with = "wei")]
+    pub upto: Edg,
+}
+
 /// Everything the agent must not forget about a lease (record format 3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -239,11 +250,11 @@ pub struct Lease {
     pub history: Vec<(State, UnixTime)>,
     /// The Market step recorded and not yet seen done.
     pub intent: Option<Intent>,
-    /// A `claim` of the channel up to its newest proof, last sent at this
-    /// time and not yet seen on chain. Kept apart from `intent`: a claim
-    /// against a closing channel cannot wait for the Market's steps, and
-    /// must not displace a report whose amount is fixed.
-    pub claim_at: Option<UnixTime>,
+    /// A `claim` of the channel sent and not yet seen on chain. Kept apart
+    /// from `intent`: a claim against a closing channel cannot wait for
+    /// the Market's steps, and must not displace a report whose amount is
+    /// fixed.
+    pub claim: Option<Claim>,
     /// Terminating: its container is stopped and removed.
     pub stopped: bool,
     /// When the chain is next worth reading: a terminating lease waits out
@@ -267,7 +278,7 @@ impl Lease {
             reason: None,
             history: vec![(State::Offered, now)],
             intent: None,
-            claim_at: None,
+            claim: None,
             stopped: false,
             recheck_at: now,
         }
@@ -478,13 +489,21 @@ mod v2 {
         /// its own slot, every other intent stays as it was.
         pub fn upgrade(self) -> super::Lease {
             use super::Intent as New;
-            let (intent, claim_at) = match self.intent {
+            let (intent, claim) = match self.intent {
                 None => (None, None),
                 Some(Intent::Accept { at }) => (Some(New::Accept { at }), None),
                 Some(Intent::Report { paid, at }) => (Some(New::Report { paid, at }), None),
                 Some(Intent::Finalize { at }) => (Some(New::Finalize { at }), None),
                 Some(Intent::Cancel { at }) => (Some(New::Cancel { at }), None),
-                Some(Intent::Claim { at }) => (None, Some(at)),
+                // Its amount was not recorded: taken as the highest, so
+                // the claim waits its resend rather than going twice.
+                Some(Intent::Claim { at }) => (
+                    None,
+                    Some(super::Claim {
+                        at,
+                        upto: Edg(u128::MAX),
+                    }),
+                ),
             };
             super::Lease {
                 format: super::FORMAT,
@@ -499,7 +518,7 @@ mod v2 {
                 reason: self.reason,
                 history: self.history,
                 intent,
-                claim_at,
+                claim,
                 stopped: self.stopped,
                 recheck_at: self.recheck_at,
             }
@@ -742,7 +761,7 @@ pub(crate) mod tests {
         assert_eq!((l.channel_base, l.paid), (Edg(10), Edg(700)));
         assert_eq!(l.terms.price_per_second, Edg(42));
         assert_eq!(l.terms.devices, vec!["d:c:r".to_string()]);
-        assert_eq!((l.intent, l.claim_at), (None, None));
+        assert_eq!((l.intent, l.claim), (None, None));
         assert!(!l.stopped);
         assert_eq!(tree.get_bytes([7; 32]).unwrap().unwrap()[0], FORMAT);
         // A record of a format this agent does not know is named, not guessed.
@@ -791,10 +810,19 @@ pub(crate) mod tests {
         }
         let book = LeaseBook::open(tree.clone(), Timing::for_tests()).unwrap();
         let claim = book.get(&LeaseId([1; 32])).unwrap().unwrap();
-        assert_eq!((claim.intent, claim.claim_at), (None, Some(UnixTime(55))));
+        assert_eq!(
+            (claim.intent, claim.claim),
+            (
+                None,
+                Some(Claim {
+                    at: UnixTime(55),
+                    upto: Edg(u128::MAX)
+                })
+            )
+        );
         let report = book.get(&LeaseId([2; 32])).unwrap().unwrap();
         assert_eq!(
-            (report.intent, report.claim_at),
+            (report.intent, report.claim),
             (
                 Some(Intent::Report {
                     paid: Edg(900),

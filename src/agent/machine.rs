@@ -17,7 +17,7 @@
 //! report, finalize or cancel, and a report is always re-sent with the
 //! amount first recorded.
 
-use super::lease::{Intent, Lease, State, UnixTime};
+use super::lease::{Claim, Intent, Lease, State, UnixTime};
 use super::{Error, Result};
 use crate::channel::ChannelId;
 use crate::market::MarketState;
@@ -108,6 +108,8 @@ pub struct ChainView {
     pub funding_window: u64,
     /// The channel's newest proof is above what was claimed.
     pub claimable: bool,
+    /// The channel's newest proof (cumulative), zero if none.
+    pub newest: Edg,
     /// The channel's sender started an uncooperative close: once its
     /// challenge period ends, anything not claimed is refunded to it.
     pub channel_closing: bool,
@@ -494,20 +496,25 @@ fn watch_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut 
 /// Claims the channel when it is worth it: a proof above what was claimed,
 /// and either the lease settled or the channel closing (its sender would
 /// get back what is not claimed in time). A claim sent and not yet seen is
-/// sent again only once due.
+/// sent again only once due, or at once for a newer proof.
 fn claim(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
     if !v.claimable {
-        l.claim_at = None;
+        l.claim = None;
         return;
     }
     let settled = matches!(v.state, MarketState::Settled | MarketState::Cancelled);
     if !(settled || v.channel_closing) {
         return;
     }
-    if l.claim_at.is_some_and(|at| !due(at, t, now)) {
+    if l.claim
+        .is_some_and(|c| c.upto >= v.newest && !due(c.at, t, now))
+    {
         return;
     }
-    l.claim_at = Some(now);
+    l.claim = Some(Claim {
+        at: now,
+        upto: v.newest,
+    });
     fx.push(Effect::Claim);
 }
 
@@ -677,6 +684,7 @@ mod tests {
             termination_timeout: 86_400,
             funding_window: 3_600,
             claimable: false,
+            newest: Edg::ZERO,
             channel_closing: false,
             channel_gone: false,
         }
@@ -919,6 +927,7 @@ mod tests {
         let mut closing = view(MarketState::Active);
         closing.channel_closing = true;
         closing.claimable = true;
+        closing.newest = Edg(1_000_000);
         let (l, fx) = run(&l, Event::Chain(closing), 70);
         // Claimed at once, before the container comes down (its teardown
         // may take its grace, or fail).
@@ -927,15 +936,19 @@ mod tests {
             (State::Terminating, vec![Effect::Claim, Effect::Teardown])
         );
         assert!(l.reason.as_deref().unwrap_or("").contains("closing"));
-        assert_eq!(l.claim_at, Some(UnixTime(70)));
+        let sent = Claim {
+            at: UnixTime(70),
+            upto: Edg(1_000_000),
+        };
+        assert_eq!(l.claim, Some(sent));
         // The claim's own read, the container not yet down: not sent twice.
         let (l, fx) = run(&l, Event::Chain(closing), 71);
         assert!(fx.is_empty(), "{fx:?}");
         // A teardown that keeps failing does not hold a claim back.
         let (stuck, fx) = run(&l, Event::Chain(closing), 70 + T.resend_after);
         assert_eq!((stuck.stopped, fx), (false, vec![Effect::Claim]));
-        // Down, a proof paid meanwhile (claimable again): the claim is
-        // recorded, so it waits its resend; the Market is reported.
+        // Down, the first claim not yet mined: the Market is reported,
+        // the same claim not sent twice.
         let (l, fx) = run(&l, Event::TornDown, 75);
         assert_eq!(fx, vec![Effect::ReadChain]);
         let (l, fx) = run(&l, Event::Chain(closing), 75);
@@ -945,7 +958,13 @@ mod tests {
                 paid: Edg(1_000_000)
             }]
         );
-        assert_eq!(l.claim_at, Some(UnixTime(70)));
+        assert_eq!(l.claim, Some(sent));
+        // A proof paid while the container came down: claimed at once.
+        let mut newer = closing;
+        newer.newest = Edg(1_000_500);
+        let (n, fx) = run(&l, Event::Chain(newer), 76);
+        assert!(fx.contains(&Effect::Claim), "{fx:?}");
+        assert_eq!(n.claim.map(|c| c.upto), Some(Edg(1_000_500)));
         // Not mined yet: not sent twice within the resend window.
         let (l2, fx) = run(&l, Event::Chain(closing), 80);
         assert!(fx.is_empty(), "{fx:?}");
@@ -955,7 +974,7 @@ mod tests {
         // Claimed: forgotten, and the Market's steps go on.
         closing.claimable = false;
         let (l, _) = run(&l, Event::Chain(closing), 81);
-        assert_eq!(l.claim_at, None);
+        assert_eq!(l.claim, None);
         // A channel gone from the chain a watch after it was proven ends
         // the lease; one a lagging node has yet to see does not.
         let mut gone = view(MarketState::Active);
@@ -1154,6 +1173,7 @@ mod tests {
                 termination_timeout: 500,
                 funding_window: 300,
                 claimable: !self.w.channel_settled && self.w.newest > self.w.claimed,
+                newest: self.w.newest,
                 channel_closing: self.w.settle_after.is_some() && !self.w.channel_settled,
                 channel_gone: self.w.channel_settled,
             }

@@ -83,8 +83,10 @@ impl MarketHands<'_> {
             .receiver
             .newest(channel.b256())
             .map_err(|source| Error::Channel { channel, source })?;
+        let newest = newest.map_or(U256::ZERO, |p| p.amount);
         Ok(Channel {
-            claimable: newest.is_some_and(|p| p.amount > U256::from(ch.claimed.to::<u128>())),
+            newest: Edg(newest.saturating_to::<u128>()),
+            claimable: newest > U256::from(ch.claimed.to::<u128>()),
             closing: !ch.settleAfter.is_zero(),
             gone: false,
         })
@@ -95,6 +97,7 @@ impl MarketHands<'_> {
 #[derive(Default)]
 struct Channel {
     claimable: bool,
+    newest: Edg,
     closing: bool,
     gone: bool,
 }
@@ -119,6 +122,7 @@ impl Chain for MarketHands<'_> {
             termination_timeout: rules.termination_timeout,
             funding_window: rules.funding_window,
             claimable: channel.claimable,
+            newest: channel.newest,
             channel_closing: channel.closing,
             channel_gone: channel.gone,
         })
