@@ -2,24 +2,42 @@
 //!
 //!   taskset -c 0 cargo bench --bench proofs
 //!
-//! Three rates, measured in the same run with the release (size-tuned)
+//! Four rates, measured in the same run with the release (size-tuned)
 //! profile that ships:
 //!   reference    EIP-712 digest + secp256k1 recovery only (k256): the CPU
 //!                bound of checking a proof, nothing persisted
 //!   one-by-one   Receiver::accept: verify, write to sled, fsync, per proof
 //!   batched      Receiver::accept_batch of 64: verify each, one fsync per
 //!                batch; no proof is acknowledged before its batch is durable
-//! Target (issue #4): >= 5,000 proofs/s durably persisted.
+//!   agent path   what the agent does for a buyer's `Payment`: the frame
+//!                over a p2p session (TCP on loopback, AEAD), the payment
+//!                desk (the lease's buyer, its channel, the proof verified
+//!                and staged, the lease's new total), one flush, the
+//!                `PaymentAck` sealed and sent; 16 buyers, each on its own
+//!                session waiting for each ack as `lease pay` does (their
+//!                flushes coalesce in sled, the group commit). The buyers
+//!                run in this process, on the same core.
+//! Targets: >= 5,000 proofs/s durably persisted (issue 4); the agent path
+//! >= 0.9x the reference (issue 13).
 
 // A test: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256, keccak256};
-use dedge::chain::{Signer, eip712, signer};
-use dedge::channel::{ChannelInfo, Receiver, Sender};
+use dedge::agent::lease::{Lease, LeaseBook, Terms, UnixTime};
+use dedge::agent::machine::{Event, Timing};
+use dedge::agent::payments::PaymentDesk;
+use dedge::chain::rpc::RpcConfig;
+use dedge::chain::{Deployment, Rpc, Signer, eip712, signer};
+use dedge::channel::{ChannelId, ChannelInfo, Proof, Receiver, Sender};
+use dedge::market::LeaseId;
+use dedge::p2p::{self, Body};
 use dedge::store::Store;
+use dedge::units::Edg;
 
 const CHAIN: u64 = 31337;
 const N: usize = 4096;
@@ -86,6 +104,8 @@ fn main() {
         }
     });
 
+    let agent = agent_path(&base, manager);
+
     println!("balance proofs per second, one core, {N} proofs, release profile");
     println!("  reference (digest + recover, k256)  {reference:>9.0}/s  1.00");
     println!(
@@ -96,7 +116,173 @@ fn main() {
         "  batched x{BATCH} (one fsync per batch) {batched:>9.0}/s  {:.2}",
         batched / reference
     );
+    println!(
+        "  agent path (p2p -> desk -> flush -> ack) {agent:>5.0}/s  {:.2}",
+        agent / reference
+    );
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Buyers paying the agent's payment desk over p2p sessions.
+const BUYERS: usize = 16;
+
+/// Proofs per second through the agent's real payment path (see the top).
+fn agent_path(base: &std::path::Path, manager: Address) -> f64 {
+    let per_buyer = N / BUYERS;
+    let gateway = Signer::from_bytes(&[0x61; 32]).expect("key");
+    let store = Store::open(&base.join("agent")).expect("db");
+    let book =
+        LeaseBook::open(store.tree("leases").expect("tree"), Timing::with_grace(10)).expect("book");
+    let receiver = Receiver::new(store.clone(), CHAIN, manager, gateway.address()).expect("rx");
+    // Each buyer: a lease running on its own channel, and its proofs.
+    let mut buyers = Vec::new();
+    for b in 0..BUYERS {
+        let key = Signer::from_bytes(&[b as u8 + 1; 32]).expect("key");
+        let id = LeaseId(keccak256(format!("lease {b}")).0);
+        let info = ChannelInfo {
+            id: keccak256(format!("channel {b}")),
+            sender: key.address(),
+            receiver: gateway.address(),
+            deposit: U256::MAX,
+        };
+        let terms = Terms {
+            buyer: key.address().into_array(),
+            gateway: gateway.address().into_array(),
+            cpu_millicores: 100,
+            memory_bytes: 1 << 20,
+            disk_bytes: 1 << 20,
+            devices: vec![],
+            price_per_second: Edg(1),
+            max_duration: 3600,
+            payment_interval: 5,
+            image: "bafy".into(),
+            expiry: u64::MAX,
+            nonce: b as u64,
+        };
+        let now = UnixTime::now();
+        book.insert(&Lease::offered(id, terms, now))
+            .expect("insert");
+        let proven = Event::ChannelProven {
+            channel: ChannelId(info.id.0),
+            base: Edg::ZERO,
+        };
+        for e in [
+            Event::Admitted,
+            Event::AcceptMined,
+            Event::FeeSeen,
+            proven,
+            Event::DeployStarted,
+            Event::ContainerStarted,
+        ] {
+            book.apply(&id, &e, now).expect("step");
+        }
+        receiver.watch(info, id.b256()).expect("watch");
+        let sender = Sender::new(
+            Store::temporary().expect("store"),
+            CHAIN,
+            manager,
+            key.clone(),
+        )
+        .expect("sender");
+        sender.open(info).expect("open");
+        let proofs: Vec<Proof> = (0..per_buyer)
+            .map(|_| sender.pay(info.id, id.b256(), U256::from(1)).expect("pay"))
+            .collect();
+        buyers.push((key, proofs));
+    }
+    // Never called on the payment path; the desk holds them for proofs
+    // of channels (a chain read).
+    let rpc = Rpc::new(vec!["http://127.0.0.1:9".into()], RpcConfig::default());
+    let deployment = Deployment {
+        chain_id: CHAIN,
+        token: Address::ZERO,
+        registry: Address::ZERO,
+        market: Address::ZERO,
+        channels: manager,
+        control: Address::ZERO,
+    };
+    let gw = gateway.address();
+    let shared = Arc::new((book, receiver, rpc, deployment));
+    let handler = {
+        let shared = shared.clone();
+        Arc::new(move |peer, body| {
+            let (book, receiver, rpc, deployment) = &*shared;
+            let desk = PaymentDesk {
+                book,
+                receiver,
+                rpc,
+                deployment,
+                gateway: gw,
+            };
+            match body {
+                Body::Payment {
+                    lease,
+                    channel,
+                    amount,
+                    signature,
+                } => Some(desk.payment(
+                    peer,
+                    LeaseId(lease),
+                    ChannelId(channel),
+                    amount,
+                    signature,
+                    UnixTime::now(),
+                )),
+                _ => None,
+            }
+        })
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _server = dedge::agent::endpoint::serve(listener, gateway, CHAIN, handler);
+
+    // Sessions first: the handshakes are not the payment path.
+    let start = Arc::new(Barrier::new(BUYERS + 1));
+    let threads: Vec<_> = buyers
+        .into_iter()
+        .map(|(key, proofs)| {
+            let start = start.clone();
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(addr).expect("connect");
+                stream.set_nodelay(true).expect("nodelay");
+                let mut s = p2p::connect(stream, &key, CHAIN, gw).expect("session");
+                start.wait();
+                for p in proofs {
+                    s.send(Body::Payment {
+                        lease: p.lease.0,
+                        channel: p.channel.0,
+                        amount: p.amount.to_be_bytes(),
+                        signature: p.signature,
+                    })
+                    .expect("send");
+                    match s.recv().expect("recv") {
+                        Body::PaymentAck { .. } => {}
+                        other => panic!("not acknowledged: {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    start.wait();
+    let t = Instant::now();
+    for th in threads {
+        th.join().expect("buyer");
+    }
+    let d = t.elapsed().max(Duration::from_nanos(1));
+    // Every acknowledged proof counted for its lease, durably.
+    let (book, ..) = &*shared;
+    let paid: u128 = book
+        .all()
+        .expect("leases")
+        .iter()
+        .map(|l| l.paid.wei())
+        .sum();
+    assert_eq!(
+        paid,
+        (per_buyer * BUYERS) as u128,
+        "acknowledged proofs lost"
+    );
+    (per_buyer * BUYERS) as f64 / d.as_secs_f64()
 }
 
 fn rate(n: usize, f: impl FnOnce()) -> f64 {

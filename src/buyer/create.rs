@@ -267,23 +267,41 @@ fn send_offer(buyer: &Buyer, link: &mut Link, offer: &eip712::Offer, lease: B256
         .map_err(|e| Error::Request(e.to_string()))?
         .as_bytes()
         .to_vec();
-    // An accept sent but not yet confirmed is asked about again: the same
-    // offer never makes the gateway send a second accept.
-    let deadline = std::time::Instant::now() + OFFER_PENDING;
+    let decided = until_decided(
+        || {
+            link.ask(Body::Offer {
+                terms: OfferTerms::from(offer),
+                signature: signature.clone(),
+            })
+        },
+        lease,
+        OFFER_PENDING,
+        OFFER_RETRY,
+    )?;
+    decided.map_err(|other| link.unexpected(&other, "OfferAccepted"))
+}
+
+/// Asks until the gateway decides on the offer: an accept sent but not
+/// yet confirmed is asked about again every `retry` for up to `patience`
+/// (the same offer never makes the gateway send a second accept). An
+/// answer that is no decision on this lease comes back as it is.
+fn until_decided(
+    mut ask: impl FnMut() -> Result<Body>,
+    lease: B256,
+    patience: std::time::Duration,
+    retry: std::time::Duration,
+) -> Result<std::result::Result<(), Body>> {
+    let deadline = std::time::Instant::now() + patience;
     loop {
-        let answer = link.ask(Body::Offer {
-            terms: OfferTerms::from(offer),
-            signature: signature.clone(),
-        })?;
-        match answer {
-            Body::OfferAccepted { lease: id } if id == lease.0 => return Ok(()),
+        match ask()? {
+            Body::OfferAccepted { lease: id } if id == lease.0 => return Ok(Ok(())),
             Body::OfferRefused { reason, .. } => return Err(Error::Refused(reason)),
             Body::OfferPending { lease: id, .. }
                 if id == lease.0 && std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(OFFER_RETRY);
+                std::thread::sleep(retry);
             }
-            other => return Err(link.unexpected(&other, "OfferAccepted")),
+            other => return Ok(Err(other)),
         }
     }
 }
@@ -379,5 +397,65 @@ fn deploy(link: &mut Link, r: &LeaseRecord, manifest: &str) -> Result<()> {
             "the deploy left the lease {state}: {detail}"
         ))),
         other => Err(link.unexpected(&other, "Status")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn scripted(
+        answers: Vec<Body>,
+    ) -> (
+        impl FnMut() -> Result<Body>,
+        std::rc::Rc<std::cell::Cell<usize>>,
+    ) {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let count = asked.clone();
+        let mut answers = answers.into_iter();
+        let ask = move || {
+            count.set(count.get() + 1);
+            Ok(answers.next().unwrap_or(Body::Error {
+                message: "asked once too often".into(),
+            }))
+        };
+        (ask, asked)
+    }
+
+    #[test]
+    fn a_pending_offer_is_asked_about_again_until_decided() {
+        let lease = B256::repeat_byte(7);
+        let pending = || Body::OfferPending {
+            lease: lease.0,
+            detail: "mining".into(),
+        };
+        let (ask, asked) = scripted(vec![
+            pending(),
+            pending(),
+            Body::OfferAccepted { lease: lease.0 },
+        ]);
+        let decided = until_decided(ask, lease, Duration::from_secs(60), Duration::ZERO).unwrap();
+        assert!(decided.is_ok());
+        assert_eq!(asked.get(), 3, "asked again after each pending answer");
+        // Refused while pending: the reason comes back.
+        let (ask, _) = scripted(vec![
+            pending(),
+            Body::OfferRefused {
+                lease: lease.0,
+                reason: "expired".into(),
+            },
+        ]);
+        let err = until_decided(ask, lease, Duration::from_secs(60), Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        // Out of patience: the pending answer comes back, asked once.
+        let (ask, asked) = scripted(vec![pending(), pending()]);
+        let left = until_decided(ask, lease, Duration::ZERO, Duration::ZERO).unwrap();
+        assert!(matches!(left, Err(Body::OfferPending { .. })));
+        assert_eq!(asked.get(), 1);
+        // Another lease's answer is not this one's decision.
+        let (ask, _) = scripted(vec![Body::OfferAccepted { lease: [8; 32] }]);
+        let other = until_decided(ask, lease, Duration::from_secs(60), Duration::ZERO).unwrap();
+        assert!(matches!(other, Err(Body::OfferAccepted { .. })));
     }
 }

@@ -216,7 +216,7 @@ pub fn connect<S: Read + Write>(
     let (c2s, s2c) = ciphers(&eph, &welcome.ephemeral, &digest)?;
     Ok(Session::new(
         stream,
-        signer.clone(),
+        signer.address(),
         gateway,
         chain_id,
         c2s,
@@ -281,7 +281,7 @@ pub fn accept<S: Read + Write>(
     write_frame(&mut stream, &encode(&welcome)?, HANDSHAKE_FRAME)?;
     Ok(Session::new(
         stream,
-        signer.clone(),
+        signer.address(),
         from,
         chain_id,
         s2c,

@@ -1,10 +1,10 @@
-//! The messages of a lease, and the signed envelope each travels in.
+//! The messages of a lease, and the envelope each travels in.
 //!
 //! Encoding is postcard; the variants' order is part of the protocol
 //! (postcard writes the variant index), so new messages are only ever
 //! appended, and `VERSION` changes when one changes.
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, B256, U256};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::eip712::Offer;
@@ -184,7 +184,11 @@ impl Body {
     }
 }
 
-/// What is signed: the body with its addressing.
+/// What each frame carries: the body with its addressing. Not signed:
+/// the frame's AEAD key is known only to the two parties the handshake
+/// proved (protocol 3; protocol 2 signed every envelope too, which cost a
+/// signature and a recovery per message for nothing the key did not
+/// already prove).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     pub chain_id: u64,
@@ -194,20 +198,6 @@ pub(crate) struct Envelope {
     pub seq: u64,
     pub timestamp: u64,
     pub body: Body,
-}
-
-impl Envelope {
-    pub fn digest(&self) -> Result<B256, postcard::Error> {
-        let mut m = b"dEdge p2p message v1".to_vec();
-        m.extend_from_slice(&postcard::to_stdvec(self)?);
-        Ok(keccak256(&m))
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Signed {
-    pub envelope: Envelope,
-    pub signature: Vec<u8>,
 }
 
 #[cfg(test)]

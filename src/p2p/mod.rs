@@ -7,12 +7,12 @@
 //! - `handshake`: each side proves its chain key and contributes an
 //!   ephemeral secp256k1 key; ECDH + HKDF-SHA256 give one ChaCha20-Poly1305
 //!   key per direction (forward secret: the chain keys only sign);
-//! - `message`: the messages, postcard-encoded, each in an envelope signed by
-//!   the sender's chain key over the chain id, both parties, a sequence number
-//!   and a timestamp;
+//! - `message`: the messages, postcard-encoded, each in an envelope that
+//!   names the chain id, both parties, a sequence number and a timestamp;
 //! - `session`: an established, encrypted link that sends and receives
-//!   envelopes and refuses anything out of order, replayed, for another
-//!   party or chain, or badly signed.
+//!   envelopes, each frame authenticated by its direction's key, and
+//!   refuses anything out of order, replayed, altered, sealed by anyone but
+//!   the peer, or for another party or chain.
 //!
 //! docs/PROTOCOL.md §6 has the wire format and why it is built this way.
 
@@ -25,8 +25,9 @@ pub use handshake::{ReplayGuard, accept, connect};
 pub use message::{Body, DeviceUse, OfferTerms};
 pub use session::Session;
 
-/// Protocol version carried in the handshake.
-pub const VERSION: u8 = 2;
+/// Protocol version carried in the handshake (3: envelopes authenticated
+/// by the session's keys alone, no longer signed one by one).
+pub const VERSION: u8 = 3;
 
 /// Largest frame either side accepts (logs are sent in chunks below it).
 pub const MAX_FRAME: usize = 1 << 20;

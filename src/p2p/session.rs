@@ -1,9 +1,13 @@
-//! An established link: every frame is one signed envelope, encrypted with
+//! An established link: every frame is one envelope, encrypted with
 //! ChaCha20-Poly1305 under the direction's key, the nonce being the
-//! frame's index in that direction. A dropped, repeated, reordered or
-//! altered frame fails authentication and ends the session; inside, each
-//! envelope must name this chain and both parties, carry the next sequence
-//! number and a fresh timestamp, and be signed by the peer's chain key.
+//! frame's index in that direction. The keys come from the handshake, in
+//! which the buyer signed its ephemeral key (and both addresses) and the
+//! gateway signed the whole transcript, so only the two parties hold them
+//! and a frame that authenticates was sealed by the peer: no signature per
+//! message (a balance proof inside carries its own). A dropped, repeated,
+//! reordered or altered frame fails authentication and ends the session;
+//! inside, each envelope must name this chain and both parties, and carry
+//! the next sequence number and a fresh timestamp.
 
 use std::io::{Read, Write};
 
@@ -12,17 +16,16 @@ use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 
 use super::frame::{read_frame, write_frame};
-use super::message::{Body, Envelope, Signed};
-use super::recover;
+use super::message::{Body, Envelope};
 use super::{CLOCK_SKEW, Error, MAX_FRAME, Result, fresh, unix_now};
-use crate::chain::Signer;
 
 /// 16 bytes of tag per frame.
 const TAG: usize = 16;
 
 pub struct Session<S> {
     stream: S,
-    signer: Signer,
+    /// This side's chain address (proven in the handshake).
+    me: Address,
     peer: Address,
     chain_id: u64,
     send: ChaCha20Poly1305,
@@ -40,7 +43,7 @@ fn nonce(counter: u64) -> Nonce {
 impl<S: Read + Write> Session<S> {
     pub(crate) fn new(
         stream: S,
-        signer: Signer,
+        me: Address,
         peer: Address,
         chain_id: u64,
         send: ChaCha20Poly1305,
@@ -48,7 +51,7 @@ impl<S: Read + Write> Session<S> {
     ) -> Session<S> {
         Session {
             stream,
-            signer,
+            me,
             peer,
             chain_id,
             send,
@@ -75,26 +78,14 @@ impl<S: Read + Write> Session<S> {
             .ok_or_else(|| Error::Integrity("send counter exhausted".into()))?;
         let envelope = Envelope {
             chain_id: self.chain_id,
-            from: self.signer.address().into_array(),
+            from: self.me.into_array(),
             to: self.peer.into_array(),
             seq,
             timestamp: unix_now(),
             body,
         };
-        let digest = envelope
-            .digest()
-            .map_err(|e| Error::Malformed(format!("encode: {e}")))?;
-        let signature = self
-            .signer
-            .sign_hash(&digest)
-            .map_err(|e| Error::Integrity(format!("sign: {e}")))?
-            .as_bytes()
-            .to_vec();
-        let plain = postcard::to_stdvec(&Signed {
-            envelope,
-            signature,
-        })
-        .map_err(|e| Error::Malformed(format!("encode: {e}")))?;
+        let plain =
+            postcard::to_stdvec(&envelope).map_err(|e| Error::Malformed(format!("encode: {e}")))?;
         if plain.len() + TAG > MAX_FRAME {
             return Err(Error::Malformed(format!(
                 "message of {} bytes is over the frame limit",
@@ -105,8 +96,11 @@ impl<S: Read + Write> Session<S> {
             .send
             .encrypt(&nonce(self.sent), plain.as_slice())
             .map_err(|_| Error::Integrity("encrypt".into()))?;
-        write_frame(&mut self.stream, &sealed, MAX_FRAME)?;
+        // The nonce is spent once used, whether or not the write goes
+        // through: a session used again after a failed write must never
+        // seal other bytes under it.
         self.sent = seq;
+        write_frame(&mut self.stream, &sealed, MAX_FRAME)?;
         Ok(())
     }
 
@@ -125,28 +119,32 @@ impl<S: Read + Write> Session<S> {
             .checked_add(1)
             .ok_or_else(|| Error::Integrity("receive counter exhausted".into()))?;
         self.received = expected;
-        let Signed {
-            envelope,
-            signature,
-        } = postcard::from_bytes(&plain).map_err(|e| Error::Malformed(format!("message: {e}")))?;
-        self.check(&envelope, &signature, expected)?;
+        let (envelope, rest): (Envelope, &[u8]) = postcard::take_from_bytes(&plain)
+            .map_err(|e| Error::Malformed(format!("message: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::Malformed(format!(
+                "{} bytes after the message",
+                rest.len()
+            )));
+        }
+        self.check(&envelope, expected)?;
         Ok(envelope.body)
     }
 
-    fn check(&self, e: &Envelope, signature: &[u8], expected: u64) -> Result<()> {
+    fn check(&self, e: &Envelope, expected: u64) -> Result<()> {
         if e.chain_id != self.chain_id {
             return Err(Error::Refused(format!(
                 "message for chain {}, the session is on chain {}",
                 e.chain_id, self.chain_id
             )));
         }
-        if Address::from(e.to) != self.signer.address() || Address::from(e.from) != self.peer {
+        if Address::from(e.to) != self.me || Address::from(e.from) != self.peer {
             return Err(Error::Refused(format!(
                 "message from {} to {}, the session is {} to {}",
                 Address::from(e.from),
                 Address::from(e.to),
                 self.peer,
-                self.signer.address()
+                self.me
             )));
         }
         if e.seq != expected {
@@ -160,16 +158,6 @@ impl<S: Read + Write> Session<S> {
             return Err(Error::Refused(format!(
                 "message timestamp {} is more than {CLOCK_SKEW} s from now ({now})",
                 e.timestamp
-            )));
-        }
-        let digest = e
-            .digest()
-            .map_err(|err| Error::Malformed(format!("encode: {err}")))?;
-        let signer = recover(&digest, signature)?;
-        if signer != self.peer {
-            return Err(Error::Refused(format!(
-                "message signed by {signer}, not by the peer {}",
-                self.peer
             )));
         }
         Ok(())
