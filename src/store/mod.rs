@@ -5,8 +5,8 @@
 //! postcard-encoded values and one `flush` that means "on disk".
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -37,6 +37,60 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Group commit: threads that ask for a flush while one is under way wait
+/// for the next, which one of them runs for all; a flush is never skipped
+/// for a write made before it was asked (sled's own flushes each fsync).
+#[derive(Default)]
+struct Commit {
+    state: Mutex<Flushes>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Flushes {
+    /// Tickets handed out: one per flush asked.
+    asked: u64,
+    /// Every ticket up to this one is durable.
+    durable: u64,
+    running: bool,
+}
+
+impl Commit {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flushes> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Returns once every write made before the call is durable. The
+    /// writes of ticket `mine` were made before it was taken, so a flush
+    /// started after it covers them; a flush that fails makes nobody
+    /// durable, and each waiter then tries (and fails) on its own.
+    fn flush(&self, fsync: impl Fn() -> sled::Result<usize>) -> Result<()> {
+        let mut st = self.lock();
+        st.asked += 1;
+        let mine = st.asked;
+        loop {
+            if st.durable >= mine {
+                return Ok(());
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.running = true;
+            let upto = st.asked;
+            drop(st);
+            let result = fsync();
+            st = self.lock();
+            st.running = false;
+            if result.is_ok() {
+                st.durable = st.durable.max(upto);
+            }
+            self.done.notify_all();
+            result?;
+        }
+    }
+}
+
 /// The agent's (or buyer's) database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -44,6 +98,7 @@ pub struct Store {
     /// Flushes asked of this database (each one an fsync unless another
     /// flush covered its writes): what the group-commit test counts.
     flushes: Arc<AtomicU64>,
+    commit: Arc<Commit>,
 }
 
 impl Store {
@@ -70,6 +125,7 @@ impl Store {
         Store {
             db,
             flushes: Arc::new(AtomicU64::new(0)),
+            commit: Arc::default(),
         }
     }
 
@@ -84,15 +140,16 @@ impl Store {
             name: name.to_string(),
             tree: self.db.open_tree(name)?,
             flushes: self.flushes.clone(),
+            commit: self.commit.clone(),
         })
     }
 
-    /// Makes every write so far durable (fsync). Callers acknowledge
-    /// anything to a peer only after this returns.
+    /// Makes every write so far durable (fsync; concurrent callers share
+    /// one). Callers acknowledge anything to a peer only after this
+    /// returns.
     pub fn flush(&self) -> Result<()> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.db.flush()?;
-        Ok(())
+        self.commit.flush(|| self.db.flush())
     }
 
     /// How many flushes were asked of this database so far.
@@ -107,6 +164,7 @@ pub struct Tree {
     name: String,
     tree: sled::Tree,
     flushes: Arc<AtomicU64>,
+    commit: Arc<Commit>,
 }
 
 impl Tree {
@@ -131,11 +189,11 @@ impl Tree {
         Ok(())
     }
 
-    /// Makes this tree's writes durable (fsync).
+    /// Makes this tree's writes durable (fsync; sled's trees share one
+    /// log, so this is the store's flush, group-committed with it).
     pub fn flush(&self) -> Result<()> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.tree.flush()?;
-        Ok(())
+        self.commit.flush(|| self.tree.flush())
     }
 
     /// The raw bytes at `key`, for records that decode themselves
@@ -299,5 +357,57 @@ mod tests {
         t.tree.insert(b"k", &[0xff, 0xff, 0xff][..]).unwrap();
         let err = t.get::<Rec>(b"k").unwrap_err().to_string();
         assert!(err.contains("`leases`"), "{err}");
+    }
+
+    #[test]
+    fn flushes_asked_during_one_share_the_next_and_a_failed_one_counts_for_nobody() {
+        let commit = Arc::new(Commit::default());
+        let fsyncs = Arc::new(AtomicU64::new(0));
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        // The first flush blocks inside its fsync until released.
+        let first = {
+            let (commit, fsyncs) = (commit.clone(), fsyncs.clone());
+            std::thread::spawn(move || {
+                commit.flush(|| {
+                    gate.lock().unwrap().recv().unwrap();
+                    fsyncs.fetch_add(1, Ordering::SeqCst);
+                    Ok(0)
+                })
+            })
+        };
+        while !commit.lock().running {
+            std::thread::yield_now();
+        }
+        // Two more ask while it runs: its flush started before their
+        // writes, so it cannot cover them; one more fsync covers both.
+        let later: Vec<_> = (0..2)
+            .map(|_| {
+                let (commit, fsyncs) = (commit.clone(), fsyncs.clone());
+                std::thread::spawn(move || {
+                    commit.flush(|| {
+                        fsyncs.fetch_add(1, Ordering::SeqCst);
+                        Ok(0)
+                    })
+                })
+            })
+            .collect();
+        while commit.lock().asked < 3 {
+            std::thread::yield_now();
+        }
+        assert_eq!(commit.lock().durable, 0, "nothing durable before a flush ends");
+        release.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        for t in later {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(fsyncs.load(Ordering::SeqCst), 2, "three flushes asked, two run");
+        assert_eq!(commit.lock().durable, 3);
+        // A failed fsync: an error, and nothing more made durable.
+        let failed = commit.flush(|| Err(sled::Error::Unsupported("disk gone".into())));
+        assert!(failed.is_err());
+        assert_eq!(commit.lock().durable, 3);
+        commit.flush(|| Ok(0)).unwrap();
+        assert_eq!(commit.lock().durable, 5);
     }
 }
