@@ -603,9 +603,14 @@ impl Agent {
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
         std::thread::scope(|s| {
             s.spawn(|| {
-                let worked = self.with_executor(|exec| self.queue.work(exec, stop));
-                if let Err(e) = worked {
-                    log::error!("chain worker: {}", logger::chain(&e));
+                // The worker's executor needs the nonce tree: if it cannot
+                // be had now, again in a second, never given up.
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match self.with_executor(|exec| self.queue.work(exec, stop)) {
+                        Ok(()) => break,
+                        Err(e) => log::error!("chain worker: {}", logger::chain(&e)),
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
             });
             s.spawn(|| {

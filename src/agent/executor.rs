@@ -175,7 +175,10 @@ impl ChainQueue {
     fn carry_one(&self, exec: &Executor<'_>, id: LeaseId, effect: Effect, now: UnixTime) {
         let lease = match exec.book.get(&id) {
             Ok(Some(l)) if !l.state.is_terminal() => l,
-            Ok(_) => return,
+            Ok(_) => {
+                self.lock().backoff.remove(&id);
+                return;
+            }
             Err(e) => return log::error!("lease {id}: {}", logger::chain(&e)),
         };
         let applied = Applied {
@@ -187,12 +190,20 @@ impl ChainQueue {
         // what its answer led to.
         let failed = match exec.carry_out(applied, now) {
             Ok(_) => false,
+            // The lease moved on while this waited (a desk saw the accept
+            // mined): the read's answer means nothing to it now.
+            Err(e @ Error::NotNow { .. }) => {
+                log::debug!("lease {id}: {e}");
+                false
+            }
             Err(e) => {
                 log::error!("lease {id}: {}", logger::chain(&e));
                 true
             }
         };
-        self.outcome(id, failed, exec.book.timing().recheck, now);
+        // From when the attempt ended: a dead node may take its whole
+        // timeout to say so.
+        self.outcome(id, failed, exec.book.timing().recheck, UnixTime::now());
     }
 }
 

@@ -55,6 +55,27 @@ struct Flushes {
     running: bool,
 }
 
+/// Ends a running fsync: what it made durable (if it succeeded), `running`
+/// cleared and the waiters woken, in one critical section. A drop guard,
+/// so an fsync that panics (a test build: releases abort) leaves no one
+/// waiting for good.
+struct Ending<'a> {
+    commit: &'a Commit,
+    upto: u64,
+    ok: bool,
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        let mut st = self.commit.lock();
+        if self.ok {
+            st.durable = st.durable.max(self.upto);
+        }
+        st.running = false;
+        self.commit.done.notify_all();
+    }
+}
+
 impl Commit {
     fn lock(&self) -> std::sync::MutexGuard<'_, Flushes> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -77,16 +98,17 @@ impl Commit {
                 continue;
             }
             st.running = true;
-            let upto = st.asked;
+            let mut ending = Ending {
+                commit: self,
+                upto: st.asked,
+                ok: false,
+            };
             drop(st);
             let result = fsync();
-            st = self.lock();
-            st.running = false;
-            if result.is_ok() {
-                st.durable = st.durable.max(upto);
-            }
-            self.done.notify_all();
+            ending.ok = result.is_ok();
+            drop(ending);
             result?;
+            st = self.lock();
         }
     }
 }
@@ -395,13 +417,21 @@ mod tests {
         while commit.lock().asked < 3 {
             std::thread::yield_now();
         }
-        assert_eq!(commit.lock().durable, 0, "nothing durable before a flush ends");
+        assert_eq!(
+            commit.lock().durable,
+            0,
+            "nothing durable before a flush ends"
+        );
         release.send(()).unwrap();
         first.join().unwrap().unwrap();
         for t in later {
             t.join().unwrap().unwrap();
         }
-        assert_eq!(fsyncs.load(Ordering::SeqCst), 2, "three flushes asked, two run");
+        assert_eq!(
+            fsyncs.load(Ordering::SeqCst),
+            2,
+            "three flushes asked, two run"
+        );
         assert_eq!(commit.lock().durable, 3);
         // A failed fsync: an error, and nothing more made durable.
         let failed = commit.flush(|| Err(sled::Error::Unsupported("disk gone".into())));
@@ -409,5 +439,11 @@ mod tests {
         assert_eq!(commit.lock().durable, 3);
         commit.flush(|| Ok(0)).unwrap();
         assert_eq!(commit.lock().durable, 5);
+        // An fsync that panics (test builds unwind) leaves the next free.
+        let c = commit.clone();
+        let panicked = std::thread::spawn(move || c.flush(|| panic!("fsync blew up"))).join();
+        assert!(panicked.is_err());
+        assert!(!commit.lock().running);
+        commit.flush(|| Ok(0)).unwrap();
     }
 }
