@@ -74,6 +74,10 @@ pub struct Agent {
     rules: OnceLock<Rules>,
     /// The enforcement tick's on-chain effects, for the chain worker.
     queue: ChainQueue,
+    /// When ended leases were last moved out of the hot tree, and what
+    /// those moved out were paid in all (what the status shows as earned,
+    /// without reading them every second).
+    pruned: Mutex<(UnixTime, u128)>,
     /// What the board sells (devices from the EdgeX catalogue, if any).
     caps: Capabilities,
     advertiser: Mutex<Advertiser>,
@@ -107,7 +111,8 @@ impl Agent {
         let book = LeaseBook::open(
             store.tree("leases").map_err(setup("leases"))?,
             Timing::with_grace(grace),
-        )?;
+        )?
+        .archiving_to(store.tree("leases-ended").map_err(setup("leases"))?)?;
         let receiver = Receiver::new(store.clone(), d.chain_id, d.channels, signer.address())
             .map_err(setup("channels"))?;
         let runtime = Runtime::open(
@@ -180,6 +185,7 @@ impl Agent {
             admission: Mutex::new(()),
             rules: OnceLock::new(),
             queue: ChainQueue::default(),
+            pruned: Mutex::new((UnixTime(0), 0)),
             caps: Capabilities::from_board(board),
             backends: board.agent.backends,
             backend_names,
@@ -525,9 +531,30 @@ impl Agent {
     /// Once a second: every lease's tick, its container effects carried
     /// out here and its chain effects left to the chain worker (`run`).
     pub fn tick(&self) {
-        let ran = self.executor(Some(&self.queue), |exec| exec.tick(UnixTime::now()));
+        let now = UnixTime::now();
+        self.prune(now);
+        let ran = self.executor(Some(&self.queue), |exec| exec.tick(now));
         if let Err(e) = ran {
             log::error!("tick: {}", logger::chain(&e));
+        }
+    }
+
+    /// Every `PRUNE_EVERY`, ended leases out of the hot tree the tick reads.
+    fn prune(&self, now: UnixTime) {
+        const PRUNE_EVERY: u64 = 600;
+        let mut last = self.pruned.lock().unwrap_or_else(|p| p.into_inner());
+        if now.since(last.0) < PRUNE_EVERY {
+            return;
+        }
+        last.0 = now;
+        match self.book.prune(now) {
+            Ok(0) => {}
+            Ok(n) => log::info!("{n} ended leases moved out of the live book"),
+            Err(e) => log::error!("lease book: {}", logger::chain(&e)),
+        }
+        match self.book.all_ended() {
+            Ok(ended) => last.1 = ended.iter().map(|l| l.paid.wei()).sum(),
+            Err(e) => log::error!("lease book: {}", logger::chain(&e)),
         }
     }
 
@@ -538,7 +565,8 @@ impl Agent {
         let leases = self.book.all().unwrap_or_default();
         let held: Vec<_> = leases.iter().filter(|l| l.holds_resources()).collect();
         let sum = |f: fn(&Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
-        let earned: u128 = leases.iter().map(|l| l.paid.wei()).sum();
+        let ended = self.pruned.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let earned: u128 = ended + leases.iter().map(|l| l.paid.wei()).sum::<u128>();
         serde_json::json!({
             "gateway": self.signer.address(),
             "time": now.0,

@@ -526,9 +526,18 @@ mod v2 {
     }
 }
 
-/// The agent's leases in sled: the one owner of lease records.
+/// How long a lease that ended (settled, refused, expired) stays in the
+/// hot tree that every tick reads: long enough for its buyer's last
+/// questions to be cheap, short enough that months of leases do not cost
+/// every tick a decode each.
+pub const KEEP_ENDED: u64 = 3600;
+
+/// The agent's leases in sled: the one owner of lease records. Live leases
+/// (and those ended within `KEEP_ENDED`) are in the hot tree; older ended
+/// ones, once `prune` moved them, in the `ended` tree, read only by `get`.
 pub struct LeaseBook {
     tree: Tree,
+    ended: Option<Tree>,
     timing: Timing,
 }
 
@@ -536,7 +545,11 @@ impl LeaseBook {
     /// Opens the book: every record must decode; older formats' records
     /// are rewritten as format 3 (durably) before anything reads them.
     pub fn open(tree: Tree, timing: Timing) -> Result<LeaseBook> {
-        let book = LeaseBook { tree, timing };
+        let book = LeaseBook {
+            tree,
+            ended: None,
+            timing,
+        };
         let mut upgraded = false;
         for item in book.tree.iter_bytes() {
             let (key, bytes) = item.map_err(Error::Store)?;
@@ -559,6 +572,79 @@ impl LeaseBook {
         &self.timing
     }
 
+    /// Keeps ended leases in `ended` once `prune` moves them there. A
+    /// record found in both (a crash in the middle of a move) keeps the
+    /// `ended` copy: the move was made durable before the hot one went.
+    pub fn archiving_to(mut self, ended: Tree) -> Result<LeaseBook> {
+        let mut removed = false;
+        for item in ended.iter_bytes() {
+            let (key, _) = item.map_err(Error::Store)?;
+            if self.tree.get_bytes(&key).map_err(Error::Store)?.is_some() {
+                self.tree.remove(&key).map_err(Error::Store)?;
+                removed = true;
+            }
+        }
+        if removed {
+            self.tree.flush().map_err(Error::Store)?;
+        }
+        self.ended = Some(ended);
+        Ok(self)
+    }
+
+    /// Moves leases that ended `KEEP_ENDED` or more before `now` out of the
+    /// hot tree: copied to `ended` and made durable, then removed. How many.
+    pub fn prune(&self, now: UnixTime) -> Result<usize> {
+        let Some(ended) = &self.ended else {
+            return Ok(0);
+        };
+        let mut moved = Vec::new();
+        for item in self.tree.iter_bytes() {
+            let (key, bytes) = item.map_err(Error::Store)?;
+            let l = Lease::decode(&bytes)?;
+            if l.state.is_terminal() && now.since(l.since) >= KEEP_ENDED {
+                // Already there (a move cut short): nothing to copy.
+                ended
+                    .compare_and_swap(&key, None, Some(&bytes))
+                    .map_err(Error::Store)?;
+                moved.push((key, bytes));
+            }
+        }
+        if moved.is_empty() {
+            return Ok(0);
+        }
+        ended.flush().map_err(Error::Store)?;
+        for (key, bytes) in &moved {
+            // A terminal record does not change; if it did, it stays.
+            self.tree
+                .compare_and_swap(key, Some(bytes), None)
+                .map_err(Error::Store)?;
+        }
+        self.tree.flush().map_err(Error::Store)?;
+        Ok(moved.len())
+    }
+
+    /// A lease moved out of the hot tree, if it was.
+    fn get_ended(&self, id: &LeaseId) -> Result<Option<Lease>> {
+        let Some(ended) = &self.ended else {
+            return Ok(None);
+        };
+        match ended.get_bytes(id.0).map_err(Error::Store)? {
+            Some(b) => Lease::decode(&b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every lease moved out of the hot tree.
+    pub fn all_ended(&self) -> Result<Vec<Lease>> {
+        let Some(ended) = &self.ended else {
+            return Ok(Vec::new());
+        };
+        ended
+            .iter_bytes()
+            .map(|item| Lease::decode(&item.map_err(Error::Store)?.1))
+            .collect()
+    }
+
     pub fn all(&self) -> Result<Vec<Lease>> {
         self.tree
             .iter_bytes()
@@ -569,7 +655,7 @@ impl LeaseBook {
     pub fn get(&self, id: &LeaseId) -> Result<Option<Lease>> {
         match self.tree.get_bytes(id.0).map_err(Error::Store)? {
             Some(b) => Lease::decode(&b).map(Some),
-            None => Ok(None),
+            None => self.get_ended(id),
         }
     }
 
@@ -586,6 +672,9 @@ impl LeaseBook {
     /// Records a new offer, durably; an id already known is refused (a
     /// replayed offer must not reset a lease).
     pub fn insert(&self, lease: &Lease) -> Result<()> {
+        if self.get_ended(&lease.id)?.is_some() {
+            return Err(Error::Known(lease.id));
+        }
         let new = lease.encode()?;
         let swapped = self
             .tree
@@ -637,11 +726,23 @@ impl LeaseBook {
         between: &mut dyn FnMut(),
     ) -> Result<Applied> {
         loop {
-            let old = self
-                .tree
-                .get_bytes(id.0)
-                .map_err(Error::Store)?
-                .ok_or(Error::Unknown(*id))?;
+            let Some(old) = self.tree.get_bytes(id.0).map_err(Error::Store)? else {
+                // An ended lease moved out: it answers, never changes.
+                let lease = self.get_ended(id)?.ok_or(Error::Unknown(*id))?;
+                let (new, effects) = machine::step(&lease, event, &self.timing, now)?;
+                if new != lease {
+                    return Err(Error::NotNow {
+                        id: *id,
+                        state: lease.state.name(),
+                        event: event.name(),
+                    });
+                }
+                return Ok(Applied {
+                    lease,
+                    effects,
+                    changed: false,
+                });
+            };
             let lease = Lease::decode(&old)?;
             let (new, effects): (Lease, Vec<Effect>) =
                 machine::step(&lease, event, &self.timing, now)?;
@@ -844,6 +945,51 @@ pub(crate) mod tests {
             assert_eq!(l.terms, terms());
             assert_eq!(tree.get_bytes(l.id.0).unwrap().unwrap()[0], FORMAT);
         }
+    }
+
+    #[test]
+    fn ended_leases_leave_the_hot_tree_and_still_answer() {
+        let store = Store::temporary().unwrap();
+        let book = book(&store)
+            .archiving_to(store.tree("leases-ended").unwrap())
+            .unwrap();
+        let (done, live) = (LeaseId([1; 32]), LeaseId([2; 32]));
+        let mut l = Lease::offered(done, terms(), UnixTime(0));
+        book.insert(&l).unwrap();
+        book.apply(&done, &Event::Refused("no".into()), UnixTime(10))
+            .unwrap();
+        l.id = live;
+        book.insert(&l).unwrap();
+        assert_eq!(book.prune(UnixTime(10 + KEEP_ENDED - 1)).unwrap(), 0);
+        assert_eq!(book.prune(UnixTime(10 + KEEP_ENDED)).unwrap(), 1);
+        let hot: Vec<_> = book.all().unwrap().iter().map(|l| l.id).collect();
+        assert_eq!(hot, vec![live], "the tick reads only the live one");
+        assert_eq!(book.all_ended().unwrap().len(), 1);
+        // Still found, still answers, never reset by a replayed offer.
+        assert_eq!(book.get(&done).unwrap().unwrap().state, State::Refused);
+        let again = book
+            .apply(&done, &Event::Terminate("again".into()), UnixTime(9_999))
+            .unwrap();
+        assert!(!again.changed);
+        assert!(matches!(
+            book.insert(&Lease::offered(done, terms(), UnixTime(9_999))),
+            Err(Error::Known(_))
+        ));
+        // A move cut short (in both trees): the hot copy goes at open.
+        let hot = store.tree("leases").unwrap();
+        let bytes = store
+            .tree("leases-ended")
+            .unwrap()
+            .get_bytes(done.0)
+            .unwrap()
+            .unwrap();
+        hot.compare_and_swap(done.0, None, Some(&bytes)).unwrap();
+        let reopened = LeaseBook::open(hot.clone(), Timing::for_tests())
+            .unwrap()
+            .archiving_to(store.tree("leases-ended").unwrap())
+            .unwrap();
+        assert!(hot.get_bytes(done.0).unwrap().is_none());
+        assert_eq!(reopened.get(&done).unwrap().unwrap().state, State::Refused);
     }
 
     #[test]
