@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what cross builds need, on Debian as root (or with sudo):
-# rustup's aarch64 musl target and rust-src (for armv7's build-std), Debian's
+# rustup's aarch64 musl target and rust-src (for build-std: the release binaries of both targets), Debian's
 # cross gcc, qemu-user-static and file, and zig from PyPI. Idempotent: quick
 # when everything is already there.
 set -euo pipefail

@@ -217,6 +217,7 @@ impl Executor<'_> {
 
     /// Carries out a stored step's effects, and those of the steps they
     /// lead to.
+    ///
     /// A failed effect leads nowhere, but the others already asked for
     /// are still carried out (a claim that fails must not hold back the
     /// report beside it, nor a pause that fails the chain read after it);

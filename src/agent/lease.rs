@@ -872,42 +872,20 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("format 9"), "{err}");
     }
 
+    /// Two format 2 records as the agent before format 3 (`c2f6c67`) wrote
+    /// them: a terminating lease with a claim recorded, and one with a
+    /// report recorded (`Lease::offered` at 1, terminating at 50 with 900
+    /// paid on channel [5; 32] from base 3, stopped, recheck at 60).
+    const V2_CLAIM: &str = "02010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202f40380808020808080800100e807901c05046261667980a8d6b907010932010a0105050505050505050505050505050505050505050505050505050505050505050384070104646f6e650200010932010437013c";
+    const V2_REPORT: &str = "02020202020202020202020202020202020202020202020202020202020202020201010101010101010101010101010101010101010202020202020202020202020202020202020202f40380808020808080800100e807901c05046261667980a8d6b907010932010a0105050505050505050505050505050505050505050505050505050505050505050384070104646f6e6502000109320101840733013c";
+
     #[test]
     fn a_format_2_record_reads_with_its_claim_in_its_own_slot() {
         let store = Store::temporary().unwrap();
         let tree = store.tree("leases").unwrap();
-        let old = |id: u8, intent| v2::Lease {
-            format: 2,
-            id: LeaseId([id; 32]),
-            terms: terms(),
-            state: State::Terminating,
-            since: UnixTime(50),
-            running_since: Some(UnixTime(10)),
-            channel: Some(ChannelId([5; 32])),
-            channel_base: Edg(3),
-            paid: Edg(900),
-            reason: Some("done".into()),
-            history: vec![(State::Offered, 1), (State::Terminating, 50)]
-                .into_iter()
-                .map(|(s, t)| (s, UnixTime(t)))
-                .collect(),
-            intent: Some(intent),
-            stopped: true,
-            recheck_at: UnixTime(60),
-        };
-        let records = [
-            old(1, v2::Intent::Claim { at: UnixTime(55) }),
-            old(
-                2,
-                v2::Intent::Report {
-                    paid: Edg(900),
-                    at: UnixTime(51),
-                },
-            ),
-        ];
-        for r in &records {
-            let bytes = postcard::to_stdvec(r).unwrap();
-            tree.compare_and_swap(r.id.0, None, Some(&bytes)).unwrap();
+        for (id, hex) in [(1u8, V2_CLAIM), (2, V2_REPORT)] {
+            let bytes = alloy_primitives::hex::decode(hex).unwrap();
+            tree.compare_and_swap([id; 32], None, Some(&bytes)).unwrap();
         }
         let book = LeaseBook::open(tree.clone(), Timing::for_tests()).unwrap();
         let claim = book.get(&LeaseId([1; 32])).unwrap().unwrap();
@@ -939,6 +917,8 @@ pub(crate) mod tests {
                 (State::Terminating, UnixTime(50), true)
             );
             assert_eq!((l.paid, l.channel_base), (Edg(900), Edg(3)));
+            assert_eq!(l.channel, Some(ChannelId([5; 32])));
+            assert_eq!(l.reason.as_deref(), Some("done"));
             assert_eq!(l.running_since, Some(UnixTime(10)));
             assert_eq!(l.history.len(), 2);
             assert_eq!(l.recheck_at, UnixTime(60));

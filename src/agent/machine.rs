@@ -460,9 +460,10 @@ fn watch(l: &mut Lease, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
 /// the lease: proofs on it are worth only what is claimed before its
 /// challenge period ends, so the agent claims at once and stops serving
 /// (what is paid while the container comes down is claimed by
-/// `settle_seen` after it). A channel gone ends it too. A lease the Market has moved past `Active` (the buyer
-/// reported on chain) ends too. Anything else (a lagging node that still
-/// says `Accepted`) is left as it is.
+/// `settle_seen` after it). A channel gone from the chain ends it, and so
+/// does a lease the Market has moved past `Active` (the buyer reported on
+/// chain). Anything else (a lagging node that still says `Accepted`) is
+/// left as it is.
 fn watch_seen(l: &mut Lease, v: &ChainView, t: &Timing, now: UnixTime, fx: &mut Vec<Effect>) {
     l.recheck_at = now.plus(t.watch);
     if v.channel_closing {
