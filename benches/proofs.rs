@@ -21,6 +21,9 @@
 //!                is measured on the core the reference ran on.
 //! Targets: >= 5,000 proofs/s durably persisted (issue 4); the agent path
 //! >= 0.9x the reference (issue 13).
+//!
+//! `DEDGE_BENCH_ONLY=agent` (or `desk`) runs that row alone, after the
+//! reference, for a profiler: `perf record -C 0 -- taskset -c 0 ...`.
 
 // A test: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,6 +66,7 @@ fn main() {
         .map(|_| sender.pay(info.id, lease, U256::from(1)).expect("pay"))
         .collect();
 
+    let only = std::env::var("DEDGE_BENCH_ONLY").ok();
     let domain = eip712::channels_domain(CHAIN, manager);
     let reference = rate(N, || {
         for p in &proofs {
@@ -78,6 +82,12 @@ fn main() {
     // A real filesystem, not tmpfs: fsync must cost what it costs on disk.
     let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-proofs");
     let _ = std::fs::remove_dir_all(&base);
+    if let Some(row) = only.as_deref() {
+        let r = agent_path(&base, manager, row != "desk");
+        println!("  {row} alone {r:>9.0}/s  {:.2} of the reference", r / reference);
+        let _ = std::fs::remove_dir_all(&base);
+        return;
+    }
     let receiver = |name: &str| {
         let r = Receiver::new(
             Store::open(&base.join(name)).expect("db"),
@@ -313,10 +323,15 @@ fn agent_path(base: &std::path::Path, manager: Address, over_p2p: bool) -> f64 {
         .collect();
     start.wait();
     let t = Instant::now();
+    let from = monotonic();
     for th in threads {
         th.join().expect("buyer");
     }
     let d = t.elapsed().max(Duration::from_nanos(1));
+    if std::env::var_os("DEDGE_BENCH_ONLY").is_some() {
+        // For `perf report --time FROM,TO`: perf's clock is CLOCK_MONOTONIC.
+        eprintln!("timed from {from:.6} to {:.6} (CLOCK_MONOTONIC)", monotonic());
+    }
     // Every acknowledged proof counted for its lease, durably.
     let (book, ..) = &*shared;
     let paid: u128 = book
@@ -331,6 +346,16 @@ fn agent_path(base: &std::path::Path, manager: Address, over_p2p: bool) -> f64 {
         "acknowledged proofs lost"
     );
     (per_buyer * BUYERS) as f64 / d.as_secs_f64()
+}
+
+fn monotonic() -> f64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 fn rate(n: usize, f: impl FnOnce()) -> f64 {

@@ -21,6 +21,16 @@ pub enum Error {
     },
     #[error("state database: {0}")]
     Db(#[from] sled::Error),
+    #[error("state database: cannot open its log {} to sync it: {source}", path.display())]
+    OpenLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("state database: cannot sync its log to disk: {0}")]
+    Sync(#[source] std::io::Error),
+    #[error("state database: an earlier flush failed, so nothing since is known durable; restart to recover")]
+    Failed,
     #[error("state database: cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -39,7 +49,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Group commit: threads that ask for a flush while one is under way wait
 /// for the next, which one of them runs for all; a flush is never skipped
-/// for a write made before it was asked (sled's own flushes each fsync).
+/// for a write made before it was asked (each flush ends in an fsync).
 #[derive(Default)]
 struct Commit {
     state: Mutex<Flushes>,
@@ -85,7 +95,7 @@ impl Commit {
     /// writes of ticket `mine` were made before it was taken, so a flush
     /// started after it covers them; a flush that fails makes nobody
     /// durable, and each waiter then tries (and fails) on its own.
-    fn flush(&self, fsync: impl Fn() -> sled::Result<usize>) -> Result<()> {
+    fn flush(&self, fsync: impl Fn() -> Result<()>) -> Result<()> {
         let mut st = self.lock();
         st.asked += 1;
         let mine = st.asked;
@@ -113,14 +123,53 @@ impl Commit {
     }
 }
 
+/// What every handle on one database shares: the group commit, the log
+/// file to sync, and the count of flushes asked.
+#[derive(Default)]
+struct Durability {
+    commit: Commit,
+    /// sled's log (`<path>/db`). sled's own flush ends with
+    /// `sync_file_range` on Linux, which neither commits the file's size
+    /// and extents nor flushes the device's write cache: after a power cut
+    /// a write it "flushed" can be gone. `fdatasync` on this handle does
+    /// both. None for a temporary database.
+    log: Option<std::fs::File>,
+    /// Flushes asked (each one an fsync unless another flush covered its
+    /// writes): what the group-commit test counts.
+    flushes: AtomicU64,
+    /// Set by the first sync that fails. Linux may drop the dirty pages
+    /// of a failed `fdatasync` and report the next one clean, so a later
+    /// success proves nothing: every flush fails from then on (fail
+    /// closed, as PostgreSQL does) until the process restarts and sled
+    /// recovers from what is really on disk.
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Durability {
+    /// sled's flush, then the log's `fdatasync`, group-committed.
+    fn flush(&self, db: &sled::Tree) -> Result<()> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.commit.flush(|| {
+            if self.failed.load(Ordering::SeqCst) {
+                return Err(Error::Failed);
+            }
+            let synced = db.flush().map_err(Error::from).and_then(|_| match &self.log {
+                Some(log) => log.sync_data().map_err(Error::Sync),
+                None => Ok(()),
+            });
+            if synced.is_err() {
+                self.failed.store(true, Ordering::SeqCst);
+            }
+            synced
+        })
+    }
+}
+
 /// The agent's (or buyer's) database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// Flushes asked of this database (each one an fsync unless another
-    /// flush covered its writes): what the group-commit test counts.
-    flushes: Arc<AtomicU64>,
-    commit: Arc<Commit>,
+    durability: Arc<Durability>,
 }
 
 impl Store {
@@ -131,6 +180,8 @@ impl Store {
         /// few hundred bytes each and read back rarely: 2 MiB keeps all of a
         /// full board's hot pages, and a miss costs one pread.
         const CACHE_CAPACITY: u64 = 2 << 20;
+        /// The file sled 0.34 keeps its log and pages in (`Config::db_path`).
+        const LOG: &str = "db";
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -140,43 +191,49 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Store::of(db))
+        // Opened after sled created it; read-only is enough for fdatasync.
+        let log_path = path.join(LOG);
+        let log = std::fs::File::open(&log_path).map_err(|source| Error::OpenLog {
+            path: log_path,
+            source,
+        })?;
+        Ok(Store::of(db, Some(log)))
     }
 
-    fn of(db: sled::Db) -> Store {
+    fn of(db: sled::Db, log: Option<std::fs::File>) -> Store {
         Store {
             db,
-            flushes: Arc::new(AtomicU64::new(0)),
-            commit: Arc::default(),
+            durability: Arc::new(Durability {
+                log,
+                ..Durability::default()
+            }),
         }
     }
 
     /// A database that vanishes when dropped, for tests and benchmarks.
     pub fn temporary() -> Result<Store> {
         let db = sled::Config::new().temporary(true).open()?;
-        Ok(Store::of(db))
+        Ok(Store::of(db, None))
     }
 
     pub fn tree(&self, name: &str) -> Result<Tree> {
         Ok(Tree {
             name: name.to_string(),
             tree: self.db.open_tree(name)?,
-            flushes: self.flushes.clone(),
-            commit: self.commit.clone(),
+            durability: self.durability.clone(),
         })
     }
 
-    /// Makes every write so far durable (fsync; concurrent callers share
-    /// one). Callers acknowledge anything to a peer only after this
-    /// returns.
+    /// Makes every write so far durable: on disk and in its file after a
+    /// power cut (concurrent callers share one sync). Callers acknowledge
+    /// anything to a peer only after this returns.
     pub fn flush(&self) -> Result<()> {
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.commit.flush(|| self.db.flush())
+        self.durability.flush(&self.db)
     }
 
     /// How many flushes were asked of this database so far.
     pub fn flushes(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
+        self.durability.flushes.load(Ordering::Relaxed)
     }
 }
 
@@ -185,8 +242,7 @@ impl Store {
 pub struct Tree {
     name: String,
     tree: sled::Tree,
-    flushes: Arc<AtomicU64>,
-    commit: Arc<Commit>,
+    durability: Arc<Durability>,
 }
 
 impl Tree {
@@ -214,8 +270,7 @@ impl Tree {
     /// Makes this tree's writes durable (fsync; sled's trees share one
     /// log, so this is the store's flush, group-committed with it).
     pub fn flush(&self) -> Result<()> {
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        self.commit.flush(|| self.tree.flush())
+        self.durability.flush(&self.tree)
     }
 
     /// The raw bytes at `key`, for records that decode themselves
@@ -394,7 +449,7 @@ mod tests {
                 commit.flush(|| {
                     gate.lock().unwrap().recv().unwrap();
                     fsyncs.fetch_add(1, Ordering::SeqCst);
-                    Ok(0)
+                    Ok(())
                 })
             })
         };
@@ -409,7 +464,7 @@ mod tests {
                 std::thread::spawn(move || {
                     commit.flush(|| {
                         fsyncs.fetch_add(1, Ordering::SeqCst);
-                        Ok(0)
+                        Ok(())
                     })
                 })
             })
@@ -434,16 +489,89 @@ mod tests {
         );
         assert_eq!(commit.lock().durable, 3);
         // A failed fsync: an error, and nothing more made durable.
-        let failed = commit.flush(|| Err(sled::Error::Unsupported("disk gone".into())));
+        let failed = commit.flush(|| Err(Error::Sync(std::io::Error::other("disk gone"))));
         assert!(failed.is_err());
         assert_eq!(commit.lock().durable, 3);
-        commit.flush(|| Ok(0)).unwrap();
+        commit.flush(|| Ok(())).unwrap();
         assert_eq!(commit.lock().durable, 5);
         // An fsync that panics (test builds unwind) leaves the next free.
         let c = commit.clone();
         let panicked = std::thread::spawn(move || c.flush(|| panic!("fsync blew up"))).join();
         assert!(panicked.is_err());
         assert!(!commit.lock().running);
-        commit.flush(|| Ok(0)).unwrap();
+        commit.flush(|| Ok(())).unwrap();
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_later_flush() {
+        // fdatasync on a pipe fails (EINVAL): a stand-in for a disk error.
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let store = Store::of(db, Some(std::fs::File::from(read)));
+        let first = store.flush().unwrap_err();
+        assert!(matches!(first, Error::Sync(_)), "{first}");
+        let later = store.flush().unwrap_err();
+        assert!(matches!(later, Error::Failed), "{later}");
+        assert!(later.to_string().contains("restart"), "{later}");
+    }
+
+    /// sled's flush alone ends in `sync_file_range`, not durable across a
+    /// power cut: each flush must be followed by an fsync or fdatasync of
+    /// the log before it returns. Watched from outside with strace (a
+    /// Debian base tool), on a child that runs `flush_child`.
+    #[test]
+    fn each_flush_syncs_the_log_before_it_returns() {
+        if std::process::Command::new("strace").arg("-V").output().is_err() {
+            eprintln!("SKIPPED: strace is not installed; the flush's fdatasync is unchecked");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("trace");
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,write", "-o"])
+            .arg(&trace)
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "store::tests::flush_child", "--ignored", "--nocapture"])
+            .env("DEDGE_FLUSH_CHILD", dir.path().join("db"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let trace = std::fs::read_to_string(&trace).unwrap();
+        // Between each "put" marker and its "flushed" marker, a sync of
+        // `<db>/db`.
+        let mut rounds = 0;
+        let mut synced = None;
+        for line in trace.lines() {
+            if line.contains("dedge-flush-child: put") {
+                synced = Some(false);
+            } else if (line.contains("fdatasync(") || line.contains("fsync("))
+                && line.contains("/db/db>")
+            {
+                synced = synced.map(|_| true);
+            } else if line.contains("dedge-flush-child: flushed") {
+                assert_eq!(synced, Some(true), "flush {rounds} returned unsynced:\n{trace}");
+                rounds += 1;
+                synced = None;
+            }
+        }
+        assert_eq!(rounds, FLUSH_ROUNDS, "{trace}");
+    }
+
+    const FLUSH_ROUNDS: usize = 5;
+
+    #[test]
+    #[ignore = "run by each_flush_syncs_the_log_before_it_returns, under strace"]
+    fn flush_child() {
+        use std::io::Write;
+        let path = std::env::var_os("DEDGE_FLUSH_CHILD").unwrap();
+        let store = Store::open(std::path::Path::new(&path)).unwrap();
+        let t = store.tree("t").unwrap();
+        let mut err = std::io::stderr();
+        for n in 0..FLUSH_ROUNDS as u64 {
+            t.put(b"k", &Rec { n, s: "x".into() }).unwrap();
+            err.write_all(b"dedge-flush-child: put\n").unwrap();
+            store.flush().unwrap();
+            err.write_all(b"dedge-flush-child: flushed\n").unwrap();
+        }
     }
 }
