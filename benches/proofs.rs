@@ -84,7 +84,10 @@ fn main() {
     let _ = std::fs::remove_dir_all(&base);
     if let Some(row) = only.as_deref() {
         let r = agent_path(&base, manager, row != "desk");
-        println!("  {row} alone {r:>9.0}/s  {:.2} of the reference", r / reference);
+        println!(
+            "  {row} alone {r:>9.0}/s  {:.2} of the reference",
+            r / reference
+        );
         let _ = std::fs::remove_dir_all(&base);
         return;
     }
@@ -330,7 +333,10 @@ fn agent_path(base: &std::path::Path, manager: Address, over_p2p: bool) -> f64 {
     let d = t.elapsed().max(Duration::from_nanos(1));
     if std::env::var_os("DEDGE_BENCH_ONLY").is_some() {
         // For `perf report --time FROM,TO`: perf's clock is CLOCK_MONOTONIC.
-        eprintln!("timed from {from:.6} to {:.6} (CLOCK_MONOTONIC)", monotonic());
+        eprintln!(
+            "timed from {from:.6} to {:.6} (CLOCK_MONOTONIC)",
+            monotonic()
+        );
     }
     // Every acknowledged proof counted for its lease, durably.
     let (book, ..) = &*shared;

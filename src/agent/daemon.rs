@@ -623,17 +623,20 @@ impl Agent {
             .step(&tx, &self.rpc, &self.d, &caps);
     }
 
-    /// Runs `tick` every `every` until `stop` is set, the chain worker
-    /// that carries out the ticks' chain effects, and keeps the gateway
-    /// advertised, each from a thread of its own (a node may hang for its
-    /// timeout and an advert wait minutes for its receipt; enforcement
-    /// must not).
+    /// Runs `tick` every `every` until `stop` is set or the state
+    /// database fails a sync, the chain worker that carries out the ticks'
+    /// chain effects, and keeps the gateway advertised, each from a thread
+    /// of its own (a node may hang for its timeout and an advert wait
+    /// minutes for its receipt; enforcement must not).
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
+        // After a failed sync nothing can be recorded, so nothing may be
+        // done: the agent stops, and its restart recovers what is on disk.
+        let done = || stop.load(std::sync::atomic::Ordering::SeqCst) || self.store.failed();
         std::thread::scope(|s| {
             s.spawn(|| {
                 // The worker's executor needs the nonce tree: if it cannot
                 // be had now, again in a second, never given up.
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                while !done() {
                     match self.with_executor(|exec| self.queue.work(exec, stop)) {
                         Ok(()) => break,
                         Err(e) => log::error!("chain worker: {}", logger::chain(&e)),
@@ -642,21 +645,23 @@ impl Agent {
                 }
             });
             s.spawn(|| {
-                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                while !done() {
                     self.keep_advertised();
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
-            self.tick_until(stop, every);
+            while !done() {
+                self.tick();
+                self.write_status();
+                std::thread::sleep(every);
+            }
         });
     }
 
-    fn tick_until(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            self.tick();
-            self.write_status();
-            std::thread::sleep(every);
-        }
+    /// True once the state database failed a sync: `run` has returned
+    /// and the agent must exit for a restart.
+    pub fn store_failed(&self) -> bool {
+        self.store.failed()
     }
 }
 

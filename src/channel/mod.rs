@@ -176,9 +176,10 @@ impl Receiver {
             .ok_or(Rejected::UnknownChannel(channel))
     }
 
-    /// Checks a proof against the channel's sender, lease, deposit and newest
-    /// amount. Returns the increment it pays.
-    fn verify(&self, r: &Record, p: &Proof) -> Result<U256, Rejected> {
+    /// Checks a proof against the channel's lease, deposit and newest
+    /// amount, and its signer (recovered by `signer_of`) against the
+    /// channel's sender. Returns the increment it pays.
+    fn check(&self, r: &Record, p: &Proof, signer: Address) -> Result<U256, Rejected> {
         if p.lease != r.lease {
             return Err(Rejected::WrongLease {
                 expected: r.lease,
@@ -198,6 +199,20 @@ impl Receiver {
                 newest,
             });
         }
+        if signer != r.info.sender {
+            return Err(Rejected::BadSignature {
+                signer,
+                sender: r.info.sender,
+            });
+        }
+        Ok(p.amount - newest)
+    }
+
+    /// Who signed a proof under this chain and contract: the expensive
+    /// part of a check (EIP-712 digest, secp256k1 recovery), needing no
+    /// record, so it runs outside the lock and proofs of different
+    /// channels verify on all cores at once.
+    fn signer_of(&self, p: &Proof) -> Result<Address, Rejected> {
         // Accept exactly what ChannelManager (OpenZeppelin ECDSA) accepts, or
         // the gateway would acknowledge a proof it can never cash.
         if p.signature.len() != 65 {
@@ -214,15 +229,20 @@ impl Receiver {
             ));
         }
         let digest = eip712::balance_proof_digest(p.channel, p.amount, p.lease, &self.domain);
-        let signer = signer::recover(&digest, &sig)
-            .map_err(|_| Rejected::MalformedSignature(p.signature.len()))?;
-        if signer != r.info.sender {
-            return Err(Rejected::BadSignature {
-                signer,
-                sender: r.info.sender,
-            });
-        }
-        Ok(p.amount - newest)
+        signer::recover(&digest, &sig).map_err(|_| Rejected::MalformedSignature(p.signature.len()))
+    }
+
+    /// A proof checked against the channel's record as it is under the
+    /// lock, and written; not yet durable. A record read before the lock
+    /// may be stale (another proof, a move to another lease): only the one
+    /// read under it counts.
+    fn put_checked(&self, p: Proof, signer: Address) -> Result<U256, Rejected> {
+        let _guard = self.guard();
+        let mut r = self.record(p.channel)?;
+        let paid = self.check(&r, &p, signer)?;
+        r.newest = Some(p);
+        self.channels.put(r.info.id, &r)?;
+        Ok(paid)
     }
 
     /// Accepts one proof: verified, written and fsynced before it returns Ok.
@@ -237,12 +257,14 @@ impl Receiver {
     /// store once for all of it, before acknowledging anything. Returns the
     /// channel's new cumulative amount.
     pub fn stage(&self, p: Proof) -> Result<U256, Rejected> {
-        let _guard = self.guard();
-        let mut r = self.record(p.channel)?;
-        self.verify(&r, &p)?;
+        // A proof that fails the cheap checks on the record as it is now
+        // is refused before any curve arithmetic (the checks run again
+        // under the lock).
+        let r = self.record(p.channel)?;
+        self.check(&r, &p, r.info.sender)?;
+        let signer = self.signer_of(&p)?;
         let amount = p.amount;
-        r.newest = Some(p);
-        self.channels.put(r.info.id, &r)?;
+        self.put_checked(p, signer)?;
         Ok(amount)
     }
 
@@ -256,16 +278,14 @@ impl Receiver {
     /// input order; none is Ok until all accepted ones are durable, and if
     /// the fsync fails every one of them is refused.
     pub fn accept_batch(&self, proofs: Vec<Proof>) -> Vec<Result<U256, Rejected>> {
-        let _guard = self.guard();
         let mut results = Vec::with_capacity(proofs.len());
         let mut any = false;
         for p in proofs {
-            let outcome = self.record(p.channel).and_then(|mut r| {
-                let paid = self.verify(&r, &p)?;
-                r.newest = Some(p);
-                self.channels.put(r.info.id, &r)?;
-                Ok(paid)
-            });
+            let outcome = self
+                .record(p.channel)
+                .and_then(|r| self.check(&r, &p, r.info.sender))
+                .and_then(|_| self.signer_of(&p))
+                .and_then(|signer| self.put_checked(p, signer));
             any |= outcome.is_ok();
             results.push(outcome);
         }

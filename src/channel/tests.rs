@@ -240,3 +240,41 @@ fn non_canonical_signatures_are_refused() {
     ));
     assert!(p.receiver.accept(good).is_ok());
 }
+
+/// Proofs are verified outside the receiver's lock: two that both pass
+/// against the record as it was must not both be written, or a lower one
+/// written last would take the channel's newest amount back down.
+#[test]
+fn concurrent_proofs_never_take_the_newest_amount_down() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 20;
+    let p = pair(1_000_000);
+    let receiver = std::sync::Arc::new(p.receiver);
+    for round in 0..ROUNDS {
+        // Signed in order, sent at once: whichever lands last, the
+        // channel's newest must be the highest accepted.
+        let proofs: Vec<Proof> = (0..THREADS)
+            .map(|_| p.sender.pay(p.info.id, p.lease, U256::from(1)).unwrap())
+            .collect();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(THREADS));
+        let accepted: Vec<Option<U256>> = proofs
+            .into_iter()
+            .rev()
+            .map(|proof| {
+                let (receiver, start) = (receiver.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let amount = proof.amount;
+                    receiver.stage(proof).ok().map(|_| amount)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let highest = accepted.iter().flatten().max().copied();
+        let newest = receiver.newest(p.info.id).unwrap().map(|n| n.amount);
+        assert!(highest.is_some(), "round {round}: nothing accepted");
+        assert_eq!(newest, highest, "round {round}: accepted {accepted:?}");
+    }
+}

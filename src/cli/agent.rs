@@ -80,6 +80,12 @@ fn serve(chain: ChainArgs) -> Result<(), Error> {
     catch_interrupts();
     log::info!("agent for gateway {} serving on {listen}", agent.address());
     agent.run(&INTERRUPTED, Duration::from_secs(1));
+    if agent.store_failed() {
+        return Err(Error::Runtime(
+            "the state database failed to sync to disk: stopped so that a restart recovers it"
+                .into(),
+        ));
+    }
     log::info!("agent stopped");
     Ok(())
 }

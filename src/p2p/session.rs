@@ -9,7 +9,7 @@
 //! inside, each envelope must name this chain and both parties, and carry
 //! the next sequence number and a fresh timestamp.
 
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
 
 use alloy_primitives::Address;
 use chacha20poly1305::aead::Aead;
@@ -22,8 +22,14 @@ use super::{CLOCK_SKEW, Error, MAX_FRAME, Result, fresh, unix_now};
 /// 16 bytes of tag per frame.
 const TAG: usize = 16;
 
+/// Bytes read ahead from the stream: a frame's length and body (and
+/// often the next frame) in one read instead of two.
+const READ_AHEAD: usize = 2048;
+
 pub struct Session<S> {
-    stream: S,
+    /// Frames are written to the stream itself (`get_mut`) and read
+    /// through the buffer.
+    stream: BufReader<S>,
     /// This side's chain address (proven in the handshake).
     me: Address,
     peer: Address,
@@ -50,7 +56,7 @@ impl<S: Read + Write> Session<S> {
         recv: ChaCha20Poly1305,
     ) -> Session<S> {
         Session {
-            stream,
+            stream: BufReader::with_capacity(READ_AHEAD, stream),
             me,
             peer,
             chain_id,
@@ -68,7 +74,7 @@ impl<S: Read + Write> Session<S> {
 
     /// The underlying stream, e.g. to set a read timeout.
     pub fn stream(&self) -> &S {
-        &self.stream
+        self.stream.get_ref()
     }
 
     pub fn send(&mut self, body: Body) -> Result<()> {
@@ -100,7 +106,7 @@ impl<S: Read + Write> Session<S> {
         // through: a session used again after a failed write must never
         // seal other bytes under it.
         self.sent = seq;
-        write_frame(&mut self.stream, &sealed, MAX_FRAME)?;
+        write_frame(self.stream.get_mut(), &sealed, MAX_FRAME)?;
         Ok(())
     }
 

@@ -29,7 +29,9 @@ pub enum Error {
     },
     #[error("state database: cannot sync its log to disk: {0}")]
     Sync(#[source] std::io::Error),
-    #[error("state database: an earlier flush failed, so nothing since is known durable; restart to recover")]
+    #[error(
+        "state database: an earlier flush failed, so nothing since is known durable; restart to recover"
+    )]
     Failed,
     #[error("state database: cannot encode {what}: {source}")]
     Encode {
@@ -153,10 +155,13 @@ impl Durability {
             if self.failed.load(Ordering::SeqCst) {
                 return Err(Error::Failed);
             }
-            let synced = db.flush().map_err(Error::from).and_then(|_| match &self.log {
-                Some(log) => log.sync_data().map_err(Error::Sync),
-                None => Ok(()),
-            });
+            let synced = db
+                .flush()
+                .map_err(Error::from)
+                .and_then(|_| match &self.log {
+                    Some(log) => log.sync_data().map_err(Error::Sync),
+                    None => Ok(()),
+                });
             if synced.is_err() {
                 self.failed.store(true, Ordering::SeqCst);
             }
@@ -234,6 +239,11 @@ impl Store {
     /// How many flushes were asked of this database so far.
     pub fn flushes(&self) -> u64 {
         self.durability.flushes.load(Ordering::Relaxed)
+    }
+
+    /// True once a sync failed: every flush fails from then on.
+    pub fn failed(&self) -> bool {
+        self.durability.failed.load(Ordering::SeqCst)
     }
 }
 
@@ -512,6 +522,7 @@ mod tests {
         assert!(matches!(first, Error::Sync(_)), "{first}");
         let later = store.flush().unwrap_err();
         assert!(matches!(later, Error::Failed), "{later}");
+        assert!(store.failed());
         assert!(later.to_string().contains("restart"), "{later}");
     }
 
@@ -521,7 +532,11 @@ mod tests {
     /// Debian base tool), on a child that runs `flush_child`.
     #[test]
     fn each_flush_syncs_the_log_before_it_returns() {
-        if std::process::Command::new("strace").arg("-V").output().is_err() {
+        if std::process::Command::new("strace")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
             eprintln!("SKIPPED: strace is not installed; the flush's fdatasync is unchecked");
             return;
         }
@@ -531,11 +546,20 @@ mod tests {
             .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,write", "-o"])
             .arg(&trace)
             .arg(std::env::current_exe().unwrap())
-            .args(["--exact", "store::tests::flush_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "store::tests::flush_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("DEDGE_FLUSH_CHILD", dir.path().join("db"))
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let trace = std::fs::read_to_string(&trace).unwrap();
         // Between each "put" marker and its "flushed" marker, a sync of
         // `<db>/db`.
@@ -549,7 +573,11 @@ mod tests {
             {
                 synced = synced.map(|_| true);
             } else if line.contains("dedge-flush-child: flushed") {
-                assert_eq!(synced, Some(true), "flush {rounds} returned unsynced:\n{trace}");
+                assert_eq!(
+                    synced,
+                    Some(true),
+                    "flush {rounds} returned unsynced:\n{trace}"
+                );
                 rounds += 1;
                 synced = None;
             }

@@ -177,7 +177,7 @@ fn the_link_is_encrypted() {
 
 /// Sends `frame` raw (bypassing the session) down the client's socket.
 fn raw(s: &mut Session<UnixStream>, frame: &[u8]) {
-    write_frame(&mut s.stream, frame, MAX_FRAME).unwrap();
+    write_frame(s.stream.get_mut(), frame, MAX_FRAME).unwrap();
 }
 
 /// The client's next frame for `e`, sealed as `send` would, without
@@ -243,7 +243,7 @@ fn frames_sealed_by_anyone_but_the_peer_or_reflected_are_refused() {
     })
     .unwrap();
     let mine = read_frame(&mut g.stream, MAX_FRAME).unwrap();
-    write_frame(&mut g.stream, &mine, MAX_FRAME).unwrap();
+    write_frame(g.stream.get_mut(), &mine, MAX_FRAME).unwrap();
     assert!(matches!(c.recv(), Err(Error::Integrity(_))));
     // Bytes after the envelope (the signature protocol 2 appended).
     let (mut c, mut g) = pair();
