@@ -13,6 +13,7 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -577,6 +578,80 @@ fn the_agent_command_serves_reports_and_stops_on_sigterm() {
     std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status:?}: {err}");
     assert!(err.contains("agent stopped"), "{err}");
+}
+
+/// A disk that cannot sync (every `fdatasync` fails with EIO, injected
+/// by strace): the offer that needed a write is refused naming it, and
+/// the agent stops with an error (nothing it does could be recorded) for
+/// its restart to recover what is on disk.
+#[test]
+fn an_agent_whose_disk_cannot_sync_stops() {
+    if !sandbox::can_run("an_agent_whose_disk_cannot_sync_stops") {
+        return;
+    }
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIPPED an_agent_whose_disk_cannot_sync_stops: no strace");
+        return;
+    }
+    let w = World::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let board_path = w.board(None, None, |t| {
+        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
+    });
+    let b = board_path.to_str().unwrap();
+    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
+    assert_eq!(code, 0, "{err}");
+    let gateway =
+        dedge::chain::keystore::load(&w.dir.path().join("target/dev-gateway/key.json"), b"pw")
+            .unwrap();
+    w.register(&gateway);
+    let board = BoardFile::load(&board_path).unwrap().board;
+    // Its own process group, so that a failed test stops the agent too,
+    // not only strace.
+    let mut agent = Command::new("strace")
+        .process_group(0)
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=fdatasync"])
+        .args(["-e", "inject=fdatasync:error=EIO"])
+        .arg(env!("CARGO_BIN_EXE_dedge"))
+        .args(["agent", "--board", b])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // An offer: the first thing the agent must make durable.
+    let offer = offer(&board, gateway.address(), "bafy-none", &[]);
+    market::propose(&w.tx(&signer(1)), &w.d, &offer).unwrap();
+    let mut s = w.session(port, gateway.address());
+    let answer = ask(&mut s, w.signed(&offer));
+    // Refused: what failed inside is the agent's log, not the buyer's.
+    assert!(
+        matches!(&answer, Body::OfferRefused { reason, .. } if reason == "lease store"),
+        "{answer:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = agent.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: kill(2) on the process group this test spawned.
+            unsafe { libc::kill(-(agent.id() as i32), libc::SIGKILL) };
+            let _ = agent.wait();
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut err);
+            panic!("the agent ran on after a failed sync: {err}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(agent.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("failed to sync to disk"), "{err}");
 }
 
 /// `dedge agent` killed with SIGKILL in the middle of a running lease and

@@ -629,15 +629,17 @@ impl Agent {
     /// of its own (a node may hang for its timeout and an advert wait
     /// minutes for its receipt; enforcement must not).
     pub fn run(&self, stop: &std::sync::atomic::AtomicBool, every: Duration) {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         // After a failed sync nothing can be recorded, so nothing may be
         // done: the agent stops, and its restart recovers what is on disk.
-        let done = || stop.load(std::sync::atomic::Ordering::SeqCst) || self.store.failed();
+        // The tick loop decides; the other threads follow `halt`.
+        let halt = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 // The worker's executor needs the nonce tree: if it cannot
                 // be had now, again in a second, never given up.
-                while !done() {
-                    match self.with_executor(|exec| self.queue.work(exec, stop)) {
+                while !halt.load(SeqCst) {
+                    match self.with_executor(|exec| self.queue.work(exec, &halt)) {
                         Ok(()) => break,
                         Err(e) => log::error!("chain worker: {}", logger::chain(&e)),
                     }
@@ -645,16 +647,21 @@ impl Agent {
                 }
             });
             s.spawn(|| {
-                while !done() {
+                while !halt.load(SeqCst) {
                     self.keep_advertised();
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
-            while !done() {
+            while !stop.load(SeqCst) {
+                if self.store.failed() {
+                    log::error!("the state database failed to sync: stopping");
+                    break;
+                }
                 self.tick();
                 self.write_status();
                 std::thread::sleep(every);
             }
+            halt.store(true, SeqCst);
         });
     }
 
