@@ -109,7 +109,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// Text from outside (a buyer's reason, a peer's message) made safe to
 /// keep and log: at most `max` characters, control characters and quotes
 /// escaped, so it cannot forge log lines or terminal sequences.
-pub fn untrusted(text: &str, max: usize) -> String {
+pub(crate) fn untrusted(text: &str, max: usize) -> String {
     let mut out: String = text
         .chars()
         .take(max)

@@ -73,7 +73,7 @@ fn scaled_decimal(num: &str, multiplier: u128, what: &str) -> Result<u128, Error
 
 /// A number of bytes, written with an explicit unit: `512 MiB`, `4GiB`, `100 MB`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct ByteSize(pub u64);
+pub struct ByteSize(pub(crate) u64);
 
 const BYTE_UNITS: &[(&str, u64)] = &[
     ("B", 1),
@@ -143,7 +143,7 @@ impl<'de> serde::Deserialize<'de> for ByteSize {
 
 /// A span of time written with units: `500ms`, `30s`, `5m`, `1h30m`, `2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
-pub struct HumanDuration(pub Duration);
+pub struct HumanDuration(pub(crate) Duration);
 
 const DURATION_UNITS: &[(&str, u64)] = &[
     ("ms", 1),
@@ -235,7 +235,7 @@ impl<'de> serde::Deserialize<'de> for HumanDuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Edg(pub u128);
 
-pub const EDG_DECIMALS: u32 = 18;
+const EDG_DECIMALS: u32 = 18;
 const WEI_PER_EDG: u128 = 10u128.pow(EDG_DECIMALS);
 
 impl Edg {
@@ -258,7 +258,7 @@ impl Edg {
     }
 
     /// A price per second times a number of seconds.
-    pub const fn per_second_for(self, secs: u64) -> Edg {
+    pub(crate) const fn per_second_for(self, secs: u64) -> Edg {
         Edg(self.0.saturating_mul(secs as u128))
     }
 }
@@ -269,11 +269,11 @@ pub mod wei {
     use super::Edg;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(e: &Edg, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(e: &Edg, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u128(e.0)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Edg, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Edg, D::Error> {
         u128::deserialize(d).map(Edg)
     }
 }

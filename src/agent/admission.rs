@@ -21,11 +21,11 @@ pub struct Policy {
     pub memory: u64,
     pub disk: u64,
     pub max_leases: u32,
-    pub cpu_core_second: u128,
-    pub memory_gib_second: u128,
-    pub device_second: Option<u128>,
-    pub min_lease_s: u64,
-    pub payment_interval_s: u64,
+    cpu_core_second: u128,
+    memory_gib_second: u128,
+    device_second: Option<u128>,
+    min_lease_s: u64,
+    payment_interval_s: u64,
 }
 
 impl Policy {
@@ -47,7 +47,7 @@ impl Policy {
 }
 
 /// Takes the offer, or says why not.
-pub fn admit(
+pub(crate) fn admit(
     policy: &Policy,
     t: &OfferTerms,
     leases: &[Lease],

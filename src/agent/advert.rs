@@ -16,14 +16,14 @@ use crate::chain::{Deployment, Rpc};
 use crate::market::{self, Capabilities};
 
 /// How long each advert is good for.
-pub const TTL: Duration = Duration::from_secs(24 * 3600);
+const TTL: Duration = Duration::from_secs(24 * 3600);
 /// Renew when less than this is left.
-pub const RENEW_BEFORE: u64 = 6 * 3600;
-pub const CHECK_EVERY: Duration = Duration::from_secs(300);
+const RENEW_BEFORE: u64 = 6 * 3600;
+const CHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// What to do about the advert now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+enum Decision {
     /// No operator has bound this gateway.
     Unregistered,
     Fresh,
@@ -36,13 +36,7 @@ pub enum Decision {
 
 /// The decision for an advert expiring at `expiry` (0: none) whose
 /// document hashes to `advertised`, when the gateway sells `selling`.
-pub fn decide(
-    registered: bool,
-    expiry: u64,
-    advertised: B256,
-    selling: B256,
-    now: u64,
-) -> Decision {
+fn decide(registered: bool, expiry: u64, advertised: B256, selling: B256, now: u64) -> Decision {
     if !registered {
         Decision::Unregistered
     } else if expiry <= now {
@@ -56,14 +50,14 @@ pub fn decide(
     }
 }
 
-pub struct Advertiser {
+pub(crate) struct Advertiser {
     endpoint: String,
     last: Option<Instant>,
     said_unregistered: bool,
 }
 
 impl Advertiser {
-    pub fn new(endpoint: String) -> Advertiser {
+    pub(crate) fn new(endpoint: String) -> Advertiser {
         Advertiser {
             endpoint,
             last: None,
@@ -73,7 +67,7 @@ impl Advertiser {
 
     /// Checks the advert if `CHECK_EVERY` has passed, and advertises
     /// `caps` when it is due.
-    pub fn step(&mut self, tx: &TxSender, rpc: &Rpc, d: &Deployment, caps: &Capabilities) {
+    pub(crate) fn step(&mut self, tx: &TxSender, rpc: &Rpc, d: &Deployment, caps: &Capabilities) {
         if self.last.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return;
         }

@@ -34,7 +34,7 @@ impl Backend {
 
 /// Is `ip` routable on the public internet (not this host, a private or
 /// shared network, link-local, multicast or reserved)?
-pub fn is_public(ip: IpAddr) -> bool {
+fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();

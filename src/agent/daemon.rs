@@ -592,7 +592,7 @@ impl Agent {
 
     /// Writes the snapshot to `<data_dir>/agent-status.json` atomically
     /// (the state database is the running agent's alone).
-    pub fn write_status(&self) {
+    fn write_status(&self) {
         let path = self.data.join("agent-status.json");
         let tmp = self.data.join("agent-status.json.tmp");
         let text = self.snapshot().to_string();
@@ -603,7 +603,7 @@ impl Agent {
 
     /// Keeps the gateway's advert live and true to what it sells
     /// (`advert`); each check at most every few minutes.
-    pub fn keep_advertised(&self) {
+    fn keep_advertised(&self) {
         let mut caps = self.caps.clone();
         if self.edgex.is_some() {
             caps.devices = self
@@ -667,7 +667,7 @@ impl Agent {
 
     /// True once the state database failed a sync: `run` has returned
     /// and the agent must exit for a restart.
-    pub fn store_failed(&self) -> bool {
+    pub(crate) fn store_failed(&self) -> bool {
         self.store.failed()
     }
 }

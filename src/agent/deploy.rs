@@ -40,7 +40,7 @@ use crate::store::Tree;
 /// Processes and threads a lease may run.
 pub const PIDS: u64 = 256;
 /// Log bytes kept per stream (rotated).
-pub const LOG_CAP: u64 = 1 << 20;
+const LOG_CAP: u64 = 1 << 20;
 
 /// What the agent has to connect a container to EdgeX.
 pub struct EdgexWiring {
@@ -52,7 +52,12 @@ pub struct EdgexWiring {
 
 impl EdgexWiring {
     /// The lease's bridge, served in the network namespace of `pid`.
-    pub fn open_bridge(&self, lease: &Lease, grants: Grants, pid: i32) -> Result<Serving, String> {
+    pub(crate) fn open_bridge(
+        &self,
+        lease: &Lease,
+        grants: Grants,
+        pid: i32,
+    ) -> Result<Serving, String> {
         let b = Arc::new(Bridge::new(
             &lease.id.to_string(),
             grants,

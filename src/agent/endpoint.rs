@@ -19,8 +19,8 @@ use crate::tcp_server::{Connections, TcpServer};
 pub type Handler = dyn Fn(Address, Body) -> Option<Body> + Send + Sync;
 
 /// Connections a gateway serves at once, and how long one may idle.
-pub const MAX_SESSIONS: usize = 32;
-pub const IDLE: Duration = Duration::from_secs(300);
+const MAX_SESSIONS: usize = 32;
+const IDLE: Duration = Duration::from_secs(300);
 
 struct Sessions {
     signer: Signer,

@@ -30,7 +30,7 @@ use crate::runtime::container::{self as rt, Runtime};
 use crate::units::Edg;
 
 /// How long a stopped lease's processes get between SIGTERM and SIGKILL.
-pub const STOP_GRACE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Effects one event may lead to, in a chain of steps, before the executor
 /// leaves the rest to the next tick: a guard against a machine bug that
@@ -222,7 +222,7 @@ impl Executor<'_> {
     /// are still carried out (a claim that fails must not hold back the
     /// report beside it, nor a pause that fails the chain read after it);
     /// the first failure is returned at the end.
-    pub fn carry_out(&self, applied: Applied, now: UnixTime) -> Result<Lease> {
+    pub(crate) fn carry_out(&self, applied: Applied, now: UnixTime) -> Result<Lease> {
         let mut lease = applied.lease;
         let mut queue: VecDeque<Effect> = applied.effects.into();
         let mut first_failure = None;

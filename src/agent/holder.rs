@@ -19,10 +19,10 @@ use std::time::Duration;
 use crate::runtime::cgroup;
 
 /// The leaf this process moves into, beside the agents' lease parents.
-pub const LEAF: &str = "holder";
+const LEAF: &str = "holder";
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error(
         "not in a cgroup of its own on a unified cgroup v2 host (at the root, or /sys/fs/cgroup \
          is not cgroup2): run it as dedge-leases.service, with Delegate=yes"
@@ -38,7 +38,7 @@ pub enum Error {
 
 /// Holds the unit's cgroup until `stop` is set; returns the delegated
 /// cgroup (the agent's `cgroup_parent`).
-pub fn hold(stop: &AtomicBool) -> Result<String, Error> {
+pub(crate) fn hold(stop: &AtomicBool) -> Result<String, Error> {
     // A hybrid host's v2 line names a cgroup of /sys/fs/cgroup/unified,
     // which the runtime does not drive.
     if !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {

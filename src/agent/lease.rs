@@ -32,7 +32,7 @@ use crate::units::{Edg, wei};
 /// Record format this agent writes. Format 1 records (agents before the
 /// state machine) and format 2 ones (before claims were tracked apart from
 /// the Market's steps) are read and rewritten as format 3 at open.
-pub const FORMAT: u8 = 3;
+const FORMAT: u8 = 3;
 
 /// How many state changes a record keeps in its history.
 const HISTORY: usize = 64;
@@ -107,7 +107,7 @@ impl State {
         State::Settled,
     ];
 
-    pub fn is_terminal(self) -> bool {
+    pub(crate) fn is_terminal(self) -> bool {
         matches!(self, State::Refused | State::Expired | State::Settled)
     }
 
@@ -198,7 +198,7 @@ impl Terms {
 /// lost receipt between recording and mining is finished, never repeated
 /// with other arguments, never forgotten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Intent {
+pub(crate) enum Intent {
     /// `acceptOffer`, last sent at `at`.
     Accept { at: UnixTime },
     /// `terminate(lease, paid)`: the amount is fixed when first recorded.
@@ -221,7 +221,7 @@ pub struct Claim {
     /// The channel's newest proof then: a newer one is claimed at once,
     /// the same one only once the first can no longer be pending.
     #[serde(with = "wei")]
-    pub upto: Edg,
+    pub(crate) upto: Edg,
 }
 
 /// Everything the agent must not forget about a lease (record format 3).
@@ -239,7 +239,7 @@ pub struct Lease {
     /// The channel's cumulative amount when it started paying this lease
     /// (channels are reused across leases; proofs are cumulative).
     #[serde(with = "wei")]
-    pub channel_base: Edg,
+    pub(crate) channel_base: Edg,
     /// Paid for this lease so far, as of the newest durable proof; the
     /// channel receiver's record is the source of truth.
     #[serde(with = "wei")]
@@ -247,9 +247,9 @@ pub struct Lease {
     /// Why it was refused, expired, failed or terminated.
     pub reason: Option<String>,
     /// Each state entered, with its time (bounded).
-    pub history: Vec<(State, UnixTime)>,
+    pub(crate) history: Vec<(State, UnixTime)>,
     /// The Market step recorded and not yet seen done.
-    pub intent: Option<Intent>,
+    pub(crate) intent: Option<Intent>,
     /// A `claim` of the channel sent and not yet seen on chain. Kept apart
     /// from `intent`: a claim against a closing channel cannot wait for
     /// the Market's steps, and must not displace a report whose amount is
@@ -260,7 +260,7 @@ pub struct Lease {
     /// When the chain is next worth reading: a terminating lease waits out
     /// the Market's timeouts, a running one is watched for its channel
     /// closing (the agent does not ask every second).
-    pub recheck_at: UnixTime,
+    pub(crate) recheck_at: UnixTime,
 }
 
 impl Lease {
@@ -286,7 +286,7 @@ impl Lease {
 
     /// Does this lease hold the gateway's resources? A terminating lease
     /// whose container is gone holds nothing while it settles on chain.
-    pub fn holds_resources(&self) -> bool {
+    pub(crate) fn holds_resources(&self) -> bool {
         match self.state {
             State::Offered | State::Refused | State::Expired | State::Settled => false,
             State::Terminating => !self.stopped,
@@ -295,7 +295,7 @@ impl Lease {
     }
 
     /// When the lease began terminating, if it did.
-    pub fn ended_at(&self) -> Option<UnixTime> {
+    pub(crate) fn ended_at(&self) -> Option<UnixTime> {
         self.history
             .iter()
             .rev()
@@ -355,7 +355,7 @@ mod v1 {
     use crate::market::LeaseId;
     use crate::units::Edg;
 
-    pub const FORMAT: u8 = 1;
+    pub(crate) const FORMAT: u8 = 1;
 
     /// The terms as format 1 stored them (the p2p message of that time).
     #[derive(Serialize, Deserialize)]
@@ -383,17 +383,17 @@ mod v1 {
         pub since: u64,
         pub running_since: Option<u64>,
         pub channel: Option<[u8; 32]>,
-        pub channel_base: u128,
+        pub(crate) channel_base: u128,
         pub paid: u128,
         pub reason: Option<String>,
-        pub history: Vec<(State, u64)>,
+        pub(crate) history: Vec<(State, u64)>,
     }
 
     impl Lease {
         /// A format 1 lease as format 2 had it: no intent recorded (the
         /// settle steps read the chain first, so none is repeated), its
         /// container not known to be stopped.
-        pub fn upgrade(self) -> super::v2::Lease {
+        pub(crate) fn upgrade(self) -> super::v2::Lease {
             let t = self.terms;
             super::v2::Lease {
                 format: super::v2::FORMAT,
@@ -441,10 +441,10 @@ mod v2 {
     use crate::market::LeaseId;
     use crate::units::{Edg, wei};
 
-    pub const FORMAT: u8 = 2;
+    pub(crate) const FORMAT: u8 = 2;
 
     #[derive(Serialize, Deserialize)]
-    pub enum Intent {
+    pub(crate) enum Intent {
         Accept {
             at: UnixTime,
         },
@@ -474,20 +474,20 @@ mod v2 {
         pub running_since: Option<UnixTime>,
         pub channel: Option<ChannelId>,
         #[serde(with = "wei")]
-        pub channel_base: Edg,
+        pub(crate) channel_base: Edg,
         #[serde(with = "wei")]
         pub paid: Edg,
         pub reason: Option<String>,
-        pub history: Vec<(State, UnixTime)>,
-        pub intent: Option<Intent>,
+        pub(crate) history: Vec<(State, UnixTime)>,
+        pub(crate) intent: Option<Intent>,
         pub stopped: bool,
-        pub recheck_at: UnixTime,
+        pub(crate) recheck_at: UnixTime,
     }
 
     impl Lease {
         /// A format 2 lease as format 3 has it: a recorded claim moves to
         /// its own slot, every other intent stays as it was.
-        pub fn upgrade(self) -> super::Lease {
+        pub(crate) fn upgrade(self) -> super::Lease {
             use super::Intent as New;
             let (intent, claim) = match self.intent {
                 None => (None, None),
@@ -530,7 +530,7 @@ mod v2 {
 /// hot tree that every tick reads: long enough for its buyer's last
 /// questions to be cheap, short enough that months of leases do not cost
 /// every tick a decode each.
-pub const KEEP_ENDED: u64 = 3600;
+const KEEP_ENDED: u64 = 3600;
 
 /// The agent's leases in sled: the one owner of lease records. Live leases
 /// (and those ended within `KEEP_ENDED`) are in the hot tree; older ended
@@ -575,7 +575,7 @@ impl LeaseBook {
     /// Keeps ended leases in `ended` once `prune` moves them there. A
     /// record found in both (a crash in the middle of a move) keeps the
     /// `ended` copy: the move was made durable before the hot one went.
-    pub fn archiving_to(mut self, ended: Tree) -> Result<LeaseBook> {
+    pub(crate) fn archiving_to(mut self, ended: Tree) -> Result<LeaseBook> {
         let mut removed = false;
         for item in ended.iter_bytes() {
             let (key, _) = item.map_err(Error::Store)?;
@@ -593,7 +593,7 @@ impl LeaseBook {
 
     /// Moves leases that ended `KEEP_ENDED` or more before `now` out of the
     /// hot tree: copied to `ended` and made durable, then removed. How many.
-    pub fn prune(&self, now: UnixTime) -> Result<usize> {
+    pub(crate) fn prune(&self, now: UnixTime) -> Result<usize> {
         let Some(ended) = &self.ended else {
             return Ok(0);
         };
@@ -635,7 +635,7 @@ impl LeaseBook {
     }
 
     /// Every lease moved out of the hot tree.
-    pub fn all_ended(&self) -> Result<Vec<Lease>> {
+    pub(crate) fn all_ended(&self) -> Result<Vec<Lease>> {
         let Some(ended) = &self.ended else {
             return Ok(Vec::new());
         };
@@ -701,7 +701,12 @@ impl LeaseBook {
     /// `apply` without the flush: the caller flushes the store before it
     /// acts or acknowledges (the payment path commits its proof and the
     /// lease's new total with one fsync).
-    pub fn apply_staged(&self, id: &LeaseId, event: &Event, now: UnixTime) -> Result<Applied> {
+    pub(crate) fn apply_staged(
+        &self,
+        id: &LeaseId,
+        event: &Event,
+        now: UnixTime,
+    ) -> Result<Applied> {
         self.apply_inner(id, event, now, &mut || {})
     }
 

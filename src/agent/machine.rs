@@ -43,14 +43,14 @@ pub struct Timing {
     pub grace: u64,
     /// How long an on-chain step may stay unseen on chain before it is
     /// sent again.
-    pub resend_after: u64,
+    resend_after: u64,
     /// How long a lease may wait on its buyer (fee, channel, deploy) before
     /// the agent ends it and frees what it holds.
-    pub buyer_wait: u64,
+    buyer_wait: u64,
     /// The longest pause between chain reads of a settling lease (one
     /// `eth_call` and one block read each: cheap next to a settlement
     /// that waits on a node's clock).
-    pub recheck: u64,
+    pub(crate) recheck: u64,
     /// The pause between chain reads of a lease that holds a channel and
     /// has not begun terminating: how late a buyer's close is seen.
     pub watch: u64,
@@ -68,7 +68,7 @@ impl Timing {
     }
 
     #[cfg(test)]
-    pub fn for_tests() -> Timing {
+    pub(crate) fn for_tests() -> Timing {
         Timing::with_grace(10)
     }
 }
@@ -101,21 +101,21 @@ pub struct ChainView {
     pub start: u64,
     /// `Lease.end`: the first termination's time.
     pub end: u64,
-    pub offer_expiry: u64,
+    pub(crate) offer_expiry: u64,
     /// The latest block's timestamp.
-    pub chain_time: u64,
-    pub termination_timeout: u64,
-    pub funding_window: u64,
+    pub(crate) chain_time: u64,
+    pub(crate) termination_timeout: u64,
+    pub(crate) funding_window: u64,
     /// The channel's newest proof is above what was claimed.
-    pub claimable: bool,
+    pub(crate) claimable: bool,
     /// The channel's newest proof (cumulative), zero if none.
     pub newest: Edg,
     /// The channel's sender started an uncooperative close: once its
     /// challenge period ends, anything not claimed is refunded to it.
-    pub channel_closing: bool,
+    pub(crate) channel_closing: bool,
     /// The lease's channel does not exist on chain (settled and deleted):
     /// proofs on it can no longer be claimed.
-    pub channel_gone: bool,
+    pub(crate) channel_gone: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,7 +239,7 @@ pub fn ran(lease: &Lease, now: UnixTime) -> u64 {
 }
 
 /// What the buyer owes for the time run so far.
-pub fn owed(lease: &Lease, now: UnixTime) -> Edg {
+pub(crate) fn owed(lease: &Lease, now: UnixTime) -> Edg {
     lease.terms.price_per_second.per_second_for(ran(lease, now))
 }
 

@@ -35,7 +35,7 @@ pub mod daemon;
 pub mod deploy;
 pub mod endpoint;
 pub mod executor;
-pub mod holder;
+pub(crate) mod holder;
 pub mod lease;
 pub mod machine;
 pub mod offers;

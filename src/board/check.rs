@@ -14,10 +14,10 @@ use crate::units::ByteSize;
 
 /// One problem found in a parsed board, located by key path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub path: KeyPath,
-    pub message: String,
-    pub hint: Option<String>,
+pub(crate) struct Finding {
+    pub(crate) path: KeyPath,
+    pub(crate) message: String,
+    pub(crate) hint: Option<String>,
 }
 
 #[derive(Default)]

@@ -14,11 +14,11 @@ use crate::units::ByteSize;
 
 /// What the machine offers, read once so checks are plain functions of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostFacts {
-    pub arch: Option<Arch>,
-    pub cpus: u32,
-    pub memory: Option<ByteSize>,
-    pub cgroups: CgroupSupport,
+pub(crate) struct HostFacts {
+    pub(crate) arch: Option<Arch>,
+    pub(crate) cpus: u32,
+    pub(crate) memory: Option<ByteSize>,
+    pub(crate) cgroups: CgroupSupport,
 }
 
 /// Controllers available on each cgroup hierarchy.
@@ -29,13 +29,13 @@ pub struct CgroupSupport {
     /// Controllers enabled at the root of the v2 (unified) hierarchy, if one is mounted.
     pub v2: Option<Vec<String>>,
     /// Where that hierarchy is mounted.
-    pub v2_mount: Option<PathBuf>,
+    pub(crate) v2_mount: Option<PathBuf>,
 }
 
 /// Controllers a lease's sandbox needs on each version. On v2 the freezer is
 /// built into every cgroup (`cgroup.freeze`), so it is not listed.
-pub const NEEDED_V1: &[&str] = &["cpu", "memory", "pids", "freezer"];
-pub const NEEDED_V2: &[&str] = &["cpu", "memory", "pids"];
+const NEEDED_V1: &[&str] = &["cpu", "memory", "pids", "freezer"];
+const NEEDED_V2: &[&str] = &["cpu", "memory", "pids"];
 
 /// v1 super-options that name a controller (the rest are mount flags).
 const V1_CONTROLLERS: &[&str] = &[
@@ -65,7 +65,7 @@ impl CgroupSupport {
 
     /// Parses mountinfo text; `read_controllers` reads a v2 mount's
     /// `cgroup.controllers` (a parameter so tests need no real mounts).
-    pub fn from_mountinfo(
+    fn from_mountinfo(
         mountinfo: &str,
         read_controllers: impl Fn(&Path) -> Option<String>,
     ) -> CgroupSupport {
@@ -145,7 +145,7 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 impl HostFacts {
-    pub fn detect() -> HostFacts {
+    pub(crate) fn detect() -> HostFacts {
         HostFacts {
             arch: Arch::of_this_build(),
             cpus: std::thread::available_parallelism()
@@ -172,7 +172,7 @@ fn mem_total(meminfo: &str) -> Option<ByteSize> {
 }
 
 /// Problems running `board` on the machine described by `facts`.
-pub fn check_host(board: &Board, facts: &HostFacts) -> Vec<Finding> {
+pub(crate) fn check_host(board: &Board, facts: &HostFacts) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut add = |path: KeyPath, message: String, hint: Option<String>| {
         out.push(Finding {

@@ -9,23 +9,23 @@ use toml::de::{DeTable, DeValue};
 
 /// One step of a key path: a table key or an array index.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
+pub(crate) enum Seg {
     Key(&'static str),
     Index(usize),
 }
 
 /// `edgex.devices[2].name` as a list of steps.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KeyPath(pub Vec<Seg>);
+pub(crate) struct KeyPath(pub(crate) Vec<Seg>);
 
 impl KeyPath {
-    pub fn key(&self, k: &'static str) -> KeyPath {
+    pub(crate) fn key(&self, k: &'static str) -> KeyPath {
         let mut p = self.clone();
         p.0.push(Seg::Key(k));
         p
     }
 
-    pub fn index(&self, i: usize) -> KeyPath {
+    pub(crate) fn index(&self, i: usize) -> KeyPath {
         let mut p = self.clone();
         p.0.push(Seg::Index(i));
         p
@@ -55,7 +55,7 @@ impl fmt::Display for KeyPath {
 
 /// The span of the value at `path`, or of its deepest ancestor that exists
 /// (a missing key is reported where it should have been written).
-pub fn span_of(text: &str, path: &KeyPath) -> Option<Range<usize>> {
+pub(crate) fn span_of(text: &str, path: &KeyPath) -> Option<Range<usize>> {
     let root = DeTable::parse(text).ok()?;
     let mut best = None;
     let mut value: Option<&toml::Spanned<DeValue<'_>>> = None;
@@ -81,7 +81,7 @@ pub fn span_of(text: &str, path: &KeyPath) -> Option<Range<usize>> {
 /// names the key for errors that come from the TOML layer with a position
 /// only. A whole-tree search, because a `[table]`'s span covers its header,
 /// not its body.
-pub fn path_at(text: &str, offset: usize) -> Option<String> {
+pub(crate) fn path_at(text: &str, offset: usize) -> Option<String> {
     let root = DeTable::parse(text).ok()?;
     let mut best: Option<(usize, String)> = None;
     visit_table(root.get_ref(), String::new(), offset, &mut best);
@@ -121,7 +121,7 @@ fn visit_value(value: &toml::Spanned<DeValue<'_>>, path: String, offset: usize, 
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;

@@ -14,8 +14,8 @@ pub mod values;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use check::Finding;
-pub use host::HostFacts;
+pub(crate) use check::Finding;
+pub(crate) use host::HostFacts;
 pub use schema::{
     Agent, BackendPolicy, Board, Chain, Contracts, Device, Edgex, Hardware, Identity, Ipfs, Log,
     Pricing, Resources,
@@ -47,7 +47,7 @@ pub struct Problem {
     /// The key the problem is about, when known (`resources.memory`).
     pub key: Option<String>,
     pub message: String,
-    pub hint: Option<String>,
+    hint: Option<String>,
     /// The offending source line and the span's width on it, for the caret.
     source_line: String,
     width: usize,
@@ -143,7 +143,7 @@ impl BoardFile {
     }
 
     /// Checks the board against the machine described by `facts`.
-    pub fn check_host(&self, facts: &HostFacts) -> Result<(), Error> {
+    pub(crate) fn check_host(&self, facts: &HostFacts) -> Result<(), Error> {
         self.fail_on(host::check_host(&self.board, facts))
     }
 

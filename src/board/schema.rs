@@ -53,9 +53,9 @@ pub struct Hardware {
 #[serde(deny_unknown_fields)]
 pub struct Identity {
     /// Web3 Secret Storage v3 keystore (the format geth and Foundry write).
-    pub key_file: PathBuf,
+    pub(crate) key_file: PathBuf,
     /// File holding the keystore passphrase; `DEDGE_PASSPHRASE` otherwise.
-    pub passphrase_file: Option<PathBuf>,
+    pub(crate) passphrase_file: Option<PathBuf>,
 }
 
 /// `[agent]`: the daemon's local state and network endpoint.
@@ -63,11 +63,11 @@ pub struct Identity {
 #[serde(deny_unknown_fields)]
 pub struct Agent {
     /// sled databases, images and lease root filesystems live here.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Socket the agent listens on for buyers.
     pub listen: SocketAddr,
     /// `host:port` buyers dial; advertised on chain.
-    pub public: PublicEndpoint,
+    pub(crate) public: PublicEndpoint,
     /// Which of a buyer's backend endpoints a container may be wired to.
     #[serde(default)]
     pub backends: BackendPolicy,
@@ -98,7 +98,7 @@ pub enum BackendPolicy {
 pub struct Chain {
     pub chain_id: u64,
     /// Tried in order; the next one takes over when one fails.
-    pub rpc_urls: Vec<HttpUrl>,
+    pub(crate) rpc_urls: Vec<HttpUrl>,
     /// Blocks a log must be buried under before the agent acts on it.
     pub confirmations: u32,
     pub contracts: Contracts,
@@ -130,13 +130,13 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
     /// EDG per CPU core (1000 millicores) per second.
-    pub cpu_core_second: Edg,
+    pub(crate) cpu_core_second: Edg,
     /// EDG per GiB of memory per second.
-    pub memory_gib_second: Edg,
+    pub(crate) memory_gib_second: Edg,
     /// EDG per leased EdgeX device per second; required when devices are sold.
-    pub device_second: Option<Edg>,
+    pub(crate) device_second: Option<Edg>,
     /// Shortest lease the agent accepts.
-    pub min_lease: HumanDuration,
+    pub(crate) min_lease: HumanDuration,
     /// How often the buyer must send a balance proof.
     pub payment_interval: HumanDuration,
     /// How far behind a buyer may fall before its container is frozen.
@@ -147,23 +147,23 @@ pub struct Pricing {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Edgex {
-    pub core_metadata: HttpUrl,
-    pub core_command: HttpUrl,
-    pub core_data: HttpUrl,
+    pub(crate) core_metadata: HttpUrl,
+    pub(crate) core_command: HttpUrl,
+    pub(crate) core_data: HttpUrl,
     pub auth: EdgexAuth,
     /// Secret store (OpenBao/Vault) that issues JWTs; `auth = "jwt"` only.
     pub secret_store: Option<HttpUrl>,
     /// File with the secret-store user's name and password; `auth = "jwt"` only.
-    pub credentials_file: Option<PathBuf>,
+    pub(crate) credentials_file: Option<PathBuf>,
     /// Requests per second each lease's bridge accepts (bursts of twice that).
     #[serde(default = "default_lease_rate")]
     pub lease_rate: u32,
     /// Largest request body each lease's bridge accepts.
     #[serde(default = "default_lease_max_body")]
-    pub lease_max_body: ByteSize,
+    pub(crate) lease_max_body: ByteSize,
     /// How often the agent reads the device catalogue again.
     #[serde(default = "default_refresh")]
-    pub refresh: HumanDuration,
+    pub(crate) refresh: HumanDuration,
     #[serde(default)]
     pub devices: Vec<Device>,
 }
@@ -198,7 +198,7 @@ pub struct Device {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ipfs {
-    pub gateways: Vec<HttpUrl>,
+    pub(crate) gateways: Vec<HttpUrl>,
 }
 
 /// `[log]`: diagnostics of the agent.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::{Deserializer, Error as _};
 
 // Defined where they are used; named here too, as the board's values.
-pub use crate::logger::LogFormat;
+pub(crate) use crate::logger::LogFormat;
 pub use crate::runtime::cgroup::CgroupMode;
 pub use crate::runtime::image::Arch;
 
@@ -153,7 +153,7 @@ fn parse_port(text: &str, context: &str) -> Result<u16, String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
     text: String,
-    pub https: bool,
+    https: bool,
     pub host: Host,
     pub port: u16,
 }
@@ -209,9 +209,9 @@ deserialize_via_from_str!(HttpUrl, "a URL such as \"http://127.0.0.1:8545\"");
 
 /// `host:port` that buyers dial to reach the agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicEndpoint {
-    pub host: Host,
-    pub port: u16,
+pub(crate) struct PublicEndpoint {
+    host: Host,
+    port: u16,
 }
 
 impl FromStr for PublicEndpoint {
@@ -243,7 +243,7 @@ pub struct CgroupParent(String);
 
 impl CgroupParent {
     /// The path without its leading `/`, as the runtime joins it.
-    pub fn relative(&self) -> &str {
+    pub(crate) fn relative(&self) -> &str {
         &self.0
     }
 
@@ -296,7 +296,7 @@ deserialize_via_from_str!(CgroupParent, "an absolute cgroup path");
 /// A deployed contract's address. Mixed-case text must carry a valid EIP-55
 /// checksum, which catches a mistyped character; the zero address is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContractAddress(pub Address);
+pub struct ContractAddress(pub(crate) Address);
 
 impl FromStr for ContractAddress {
     type Err = String;

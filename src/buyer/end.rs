@@ -114,7 +114,7 @@ fn wait_settled(link: &mut Link, lease: B256) -> Result<String> {
 
 /// After a payer saw the lease end on the gateway's side: the buyer's
 /// report, so the Market settles now rather than after its timeout.
-pub fn after_gateway_ended(
+pub(crate) fn after_gateway_ended(
     buyer: &Buyer,
     r: &LeaseRecord,
     channel: &Channel,

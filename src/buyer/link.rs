@@ -15,7 +15,7 @@ const CONNECT: Duration = Duration::from_secs(10);
 /// How long an answer may take: most questions are quick; a deploy is
 /// answered once the image is fetched, verified and started.
 const ANSWER: Duration = Duration::from_secs(30);
-pub const DEPLOY_ANSWER: Duration = Duration::from_secs(600);
+pub(crate) const DEPLOY_ANSWER: Duration = Duration::from_secs(600);
 
 /// The gateway's advertised endpoint and capability document.
 pub fn advert(buyer: &Buyer, gateway: Address) -> Result<(String, Capabilities)> {
@@ -69,7 +69,7 @@ impl Link {
     }
 
     /// How long the next answers may take.
-    pub fn patience(&mut self, wait: Duration) -> Result<()> {
+    pub(crate) fn patience(&mut self, wait: Duration) -> Result<()> {
         self.session
             .stream()
             .set_read_timeout(Some(wait))

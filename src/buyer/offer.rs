@@ -48,7 +48,7 @@ impl Request {
 }
 
 /// `NAME:CMD[:MODE]` normalised to `NAME:CMD:MODE` (read when omitted).
-pub fn device_grant(d: &str) -> Result<(String, String, String)> {
+fn device_grant(d: &str) -> Result<(String, String, String)> {
     let parts: Vec<&str> = d.split(':').collect();
     let (name, cmd, mode) = match parts.as_slice() {
         [n, c] => (*n, *c, "r"),

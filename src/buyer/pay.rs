@@ -26,7 +26,7 @@ pub fn now() -> u64 {
 /// What the gateway's account of a lease says (EDG base units, seconds).
 pub struct Account {
     pub paid: u128,
-    pub owed: u128,
+    pub(crate) owed: u128,
     pub ran: u64,
     pub edgex: Vec<crate::p2p::DeviceUse>,
 }

@@ -42,11 +42,11 @@ impl LeaseRecord {
     }
 
     /// The most the lease can cost: its price for its whole duration.
-    pub fn max_cost(&self) -> u128 {
+    pub(crate) fn max_cost(&self) -> u128 {
         self.price().saturating_mul(u128::from(self.max_duration))
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         matches!(self.state.as_str(), "settled" | "terminated" | "failed")
     }
 }
@@ -104,7 +104,12 @@ pub fn load(data: &Path, lease: B256) -> Result<LeaseRecord> {
 }
 
 /// Updates a record's state (and reason) in place.
-pub fn set_state(data: &Path, lease: B256, state: &str, reason: Option<String>) -> Result<()> {
+pub(crate) fn set_state(
+    data: &Path,
+    lease: B256,
+    state: &str,
+    reason: Option<String>,
+) -> Result<()> {
     let mut r = load(data, lease)?;
     r.state = state.into();
     if reason.is_some() {
@@ -136,7 +141,7 @@ pub fn all(data: &Path) -> Result<Vec<LeaseRecord>> {
 }
 
 /// The file a `lease terminate` leaves to ask a running payer to stop.
-pub fn stop_request(data: &Path, lease: B256) -> PathBuf {
+pub(crate) fn stop_request(data: &Path, lease: B256) -> PathBuf {
     data.join("leases").join(format!("{lease}.stop"))
 }
 

@@ -65,7 +65,7 @@ impl Channel {
     }
 
     /// Opens a channel the buyer has used before.
-    pub fn reopen(buyer: &Buyer, id: B256) -> Result<Channel> {
+    pub(crate) fn reopen(buyer: &Buyer, id: B256) -> Result<Channel> {
         let path = dir(&buyer.data).join(id.to_string());
         if !path.is_dir() {
             return Err(Error::Channel(format!(
@@ -95,13 +95,13 @@ impl Channel {
         self.sender.total(self.info.id).map_err(channel_err)
     }
 
-    pub fn remaining(&self) -> Result<U256> {
+    pub(crate) fn remaining(&self) -> Result<U256> {
         Ok(self.info.deposit.saturating_sub(self.total()?))
     }
 
     /// Makes the channel pay for `lease` from now on; the base is recorded
     /// once (a repeat returns the first).
-    pub fn assign(&self, lease: B256) -> Result<U256> {
+    pub(crate) fn assign(&self, lease: B256) -> Result<U256> {
         if let Some(base) = self.bases.get::<U256>(lease).map_err(channel_err)? {
             return Ok(base);
         }
@@ -112,7 +112,7 @@ impl Channel {
     }
 
     /// What the buyer has signed over for `lease`.
-    pub fn paid_for(&self, lease: B256) -> Result<U256> {
+    pub(crate) fn paid_for(&self, lease: B256) -> Result<U256> {
         let base = self
             .bases
             .get::<U256>(lease)

@@ -189,7 +189,7 @@ pub use generated::*;
 
 /// A revert's data as a person can read it: `Error(string)`'s message, a
 /// panic code, or one of our contracts' custom errors with its arguments.
-pub fn decode_revert(data: &[u8]) -> String {
+pub(crate) fn decode_revert(data: &[u8]) -> String {
     if data.is_empty() {
         return "no reason given".into();
     }

@@ -20,11 +20,11 @@ use super::signer::Signer;
 type Aes128Ctr = ctr::Ctr128BE<aes::Aes128>;
 
 /// scrypt cost (log2 N) of a person's new key file ([`Cost::Standard`]).
-pub const SCRYPT_LOG_N: u8 = 15;
+const SCRYPT_LOG_N: u8 = 15;
 const SCRYPT_R: u32 = 8;
 const SCRYPT_P: u32 = 1;
 /// scrypt cost of a gateway's own new key file ([`Cost::Gateway`]).
-pub const GATEWAY_SCRYPT_LOG_N: u8 = 13;
+const GATEWAY_SCRYPT_LOG_N: u8 = 13;
 /// p makes up the work the smaller N takes away: scrypt runs its p lanes one
 /// after another in the same 128·r·N buffer, so N = 2^13 with p = 4 costs a
 /// guess as much time as N = 2^15 with p = 1, in a quarter of the memory
@@ -91,7 +91,7 @@ fn unhex(field: &str, s: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// Decrypts a key file's JSON with `passphrase`.
-pub fn decrypt(json: &str, passphrase: &[u8]) -> Result<Signer, Error> {
+fn decrypt(json: &str, passphrase: &[u8]) -> Result<Signer, Error> {
     let file: KeyFile =
         serde_json::from_str(json).map_err(|e| bad(format!("not a Web3 v3 key file: {e}")))?;
     if file.version != 3 {
@@ -229,7 +229,7 @@ pub fn encrypt(signer: &Signer, passphrase: &[u8]) -> Result<String, Error> {
 }
 
 /// Encrypts `signer`'s key under `passphrase` as Web3 v3 JSON at `cost`.
-pub fn encrypt_at(signer: &Signer, passphrase: &[u8], cost: Cost) -> Result<String, Error> {
+fn encrypt_at(signer: &Signer, passphrase: &[u8], cost: Cost) -> Result<String, Error> {
     let (log_n, r, p) = cost.params();
     encrypt_with(signer, passphrase, log_n, r, p)
 }
@@ -306,7 +306,12 @@ pub fn save(path: &Path, signer: &Signer, passphrase: &[u8]) -> Result<(), Error
 }
 
 /// As [`save`], at `cost`.
-pub fn save_at(path: &Path, signer: &Signer, passphrase: &[u8], cost: Cost) -> Result<(), Error> {
+pub(crate) fn save_at(
+    path: &Path,
+    signer: &Signer,
+    passphrase: &[u8],
+    cost: Cost,
+) -> Result<(), Error> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let json = encrypt_at(signer, passphrase, cost)?;
@@ -328,7 +333,7 @@ pub fn passphrase(file: Option<&Path>) -> Result<Vec<u8>, Error> {
 }
 
 /// As [`passphrase`], with the environment variable named.
-pub fn passphrase_from(file: Option<&Path>, env: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn passphrase_from(file: Option<&Path>, env: &str) -> Result<Vec<u8>, Error> {
     if let Some(path) = file {
         let mut bytes = std::fs::read(path).map_err(|e| {
             bad(format!(

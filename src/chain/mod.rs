@@ -64,7 +64,7 @@ impl Error {
     /// The chain refused the call for good: a mined transaction reverted,
     /// or the node refused it with a revert reason. Nothing happened on
     /// chain, unlike a transaction whose fate is unknown.
-    pub fn is_revert(&self) -> bool {
+    pub(crate) fn is_revert(&self) -> bool {
         match self {
             Error::Reverted { .. } => true,
             Error::Rpc { revert, .. } => revert.is_some(),

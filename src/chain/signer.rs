@@ -55,7 +55,7 @@ impl Signer {
     }
 
     /// The 32-byte secret, for writing a keystore.
-    pub fn secret_bytes(&self) -> [u8; 32] {
+    pub(crate) fn secret_bytes(&self) -> [u8; 32] {
         self.key.to_bytes().into()
     }
 

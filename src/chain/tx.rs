@@ -44,7 +44,7 @@ impl Default for TxPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Receipt {
     pub transaction_hash: B256,
-    pub block_hash: B256,
+    block_hash: B256,
     pub block_number: U64,
     pub status: U64,
     pub gas_used: U64,
@@ -61,13 +61,13 @@ pub struct Log {
     #[serde(default)]
     pub block_number: Option<U64>,
     #[serde(default)]
-    pub block_hash: Option<B256>,
+    pub(crate) block_hash: Option<B256>,
     #[serde(default)]
     pub transaction_hash: Option<B256>,
     #[serde(default)]
-    pub log_index: Option<U64>,
+    pub(crate) log_index: Option<U64>,
     #[serde(default)]
-    pub transaction_index: Option<U64>,
+    pub(crate) transaction_index: Option<U64>,
 }
 
 fn pending_key(from: Address) -> Vec<u8> {

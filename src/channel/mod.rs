@@ -256,7 +256,7 @@ impl Receiver {
     /// what else the proof changes (the lease it pays) and then flushes the
     /// store once for all of it, before acknowledging anything. Returns the
     /// channel's new cumulative amount.
-    pub fn stage(&self, p: Proof) -> Result<U256, Rejected> {
+    pub(crate) fn stage(&self, p: Proof) -> Result<U256, Rejected> {
         // A proof that fails the cheap checks on the record as it is now
         // is refused before any curve arithmetic (the checks run again
         // under the lock).

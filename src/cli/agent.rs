@@ -11,7 +11,7 @@ use crate::agent::daemon::Agent;
 use crate::board::BoardFile;
 use crate::units::Edg;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge agent --board BOARD
        dedge agent status --board BOARD [--json]
        dedge agent hold-cgroups

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::{Error, err_line, say};
 use crate::board::{BoardFile, HostFacts};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge board check [--host] FILE...
 
 Checks board files: TOML syntax, unknown keys, types and units, and whether

@@ -9,7 +9,7 @@ use crate::chain::rpc::RpcConfig;
 use crate::chain::tx::TxPolicy;
 use crate::chain::{Deployment, Rpc, Signer, keystore};
 
-pub const HELP: &str = "\
+pub(crate) const HELP: &str = "\
 Chain options (one of):
   --board BOARD          the board's chain section: RPC URLs, chain id, contracts
   --rpc URL --deployment FILE
@@ -18,18 +18,18 @@ Chain options (one of):
 ";
 
 #[derive(Default)]
-pub struct ChainArgs {
-    pub board: Option<PathBuf>,
-    pub rpc: Option<String>,
-    pub deployment: Option<PathBuf>,
+pub(crate) struct ChainArgs {
+    pub(crate) board: Option<PathBuf>,
+    rpc: Option<String>,
+    deployment: Option<PathBuf>,
 }
 
 impl ChainArgs {
     /// Long options this struct owns (`--board`, `--rpc`, `--deployment`).
-    pub const NAMES: [&'static str; 3] = ["board", "rpc", "deployment"];
+    pub(crate) const NAMES: [&'static str; 3] = ["board", "rpc", "deployment"];
 
     /// Stores the value of one of [`Self::NAMES`].
-    pub fn set(&mut self, name: &str, value: std::ffi::OsString) -> Result<(), Error> {
+    pub(crate) fn set(&mut self, name: &str, value: std::ffi::OsString) -> Result<(), Error> {
         use lexopt::prelude::*;
         match name {
             "board" => self.board = Some(value.into()),
@@ -39,7 +39,7 @@ impl ChainArgs {
         Ok(())
     }
 
-    pub fn connect(self) -> Result<Chain, Error> {
+    pub(crate) fn connect(self) -> Result<Chain, Error> {
         if let Some(path) = self.board {
             let board = BoardFile::load(&path).map_err(|e| Error::Config(e.to_string()))?;
             let c = &board.board.chain;
@@ -110,7 +110,7 @@ impl Chain {
     }
 
     /// The gateway key the board names, decrypted with its passphrase.
-    pub fn gateway_signer(&self) -> Result<Signer, Error> {
+    pub(crate) fn gateway_signer(&self) -> Result<Signer, Error> {
         let id = &self.board()?.board.identity;
         let pass = keystore::passphrase(id.passphrase_file.as_deref())
             .map_err(|e| Error::Config(e.to_string()))?;
@@ -119,7 +119,7 @@ impl Chain {
 
     /// Local state for the CLI's own transactions (nonces), next to the
     /// agent's but separate: sled allows one process per database.
-    pub fn cli_store(&self) -> Result<crate::store::Store, Error> {
+    pub(crate) fn cli_store(&self) -> Result<crate::store::Store, Error> {
         let dir = match &self.board {
             Some(b) => b.board.agent.data_dir.join("cli"),
             None => std::env::temp_dir().join(format!("dedge-cli-{}", std::process::id())),

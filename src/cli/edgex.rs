@@ -8,7 +8,7 @@ use crate::board::{BoardFile, Edgex};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::client::Client;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge edgex ls --board BOARD [--json]
 
   ls    the devices and commands the board's [[edgex.devices]] offer, as
@@ -77,7 +77,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
 }
 
 /// The board's `[edgex]`, or a configuration error.
-pub fn board_edgex(board: &BoardFile) -> Result<&Edgex, Error> {
+pub(crate) fn board_edgex(board: &BoardFile) -> Result<&Edgex, Error> {
     board.board.edgex.as_ref().ok_or_else(|| {
         Error::Config(format!(
             "{}: the board has no [edgex] table: this gateway sells no devices",
@@ -87,7 +87,7 @@ pub fn board_edgex(board: &BoardFile) -> Result<&Edgex, Error> {
 }
 
 /// Reads the catalogue; its problems go to stderr as warnings.
-pub fn read_catalogue(edgex: &Edgex) -> Result<Catalogue, Error> {
+pub(crate) fn read_catalogue(edgex: &Edgex) -> Result<Catalogue, Error> {
     let client = Client::from_board(edgex).map_err(|e| Error::Config(e.to_string()))?;
     let cat = Catalogue::read(&client, &edgex.devices).map_err(runtime)?;
     for p in &cat.problems {

@@ -9,7 +9,7 @@ use crate::chain::tx::TxSender;
 use crate::market::{self, Capabilities};
 use crate::units::HumanDuration;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge gateway register --board BOARD --operator-key FILE [--operator-passphrase-file FILE]
        dedge gateway advertise --board BOARD [--ttl DURATION] [--no-edgex-check]
 

@@ -8,7 +8,7 @@ use crate::board::BoardFile;
 use crate::runtime::image::{ImageStore, Limits, Platform};
 use crate::store::Store;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge image import PATH --board BOARD [--ref REF] [--name NAME]
        dedge image ls --board BOARD [--json]
        dedge image rm NAME --board BOARD

@@ -8,7 +8,7 @@ use crate::ipfs::fetch::{Fetcher, Limits};
 use crate::ipfs::publish::{check_image, dag_import, write_car};
 use crate::ipfs::unixfs::{CidVersion, Options, add_path};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge ipfs cid PATH [--cid-version 0|1] [--hidden]
        dedge ipfs car PATH -o FILE.car [--cid-version 0|1] [--hidden]
        dedge ipfs publish IMAGE (--api URL | -o FILE.car) [--cid-version 0|1]

@@ -6,7 +6,7 @@ use super::{Error, say};
 use crate::board::BoardFile;
 use crate::chain::{Signer, keystore};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge key new (FILE [--gateway] | --board BOARD) [--passphrase-file FILE]
        dedge key address (FILE | --board BOARD) [--passphrase-file FILE]
 

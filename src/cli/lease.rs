@@ -24,7 +24,7 @@ use crate::market::MarketState;
 use crate::p2p::Body;
 use crate::units::Edg;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge lease create --gateway ADDR --image PATH|CID [offer options] --key FILE [chain options]
        dedge lease pay LEASE --key FILE [chain options]
        dedge lease ls [--data DIR] [--json]

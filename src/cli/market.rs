@@ -8,7 +8,7 @@ use super::{Error, say};
 use crate::market::{self, Listing};
 use crate::units::Edg;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge market ls [chain options] [filters] [--json] [--wei]
        dedge market propose --gateway ADDR --image CID [offer options] --key FILE [chain options]
        dedge market accept LEASE --board BOARD

@@ -102,7 +102,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub const fn exit_code(&self) -> u8 {
+    const fn exit_code(&self) -> u8 {
         match self {
             Error::StdoutClosed => 0,
             Error::Exited(code) => *code,

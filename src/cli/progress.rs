@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-pub struct Progress {
+pub(crate) struct Progress {
     label: String,
     total: Option<u64>,
     shown: bool,
@@ -15,7 +15,7 @@ pub struct Progress {
 const EVERY: Duration = Duration::from_millis(100);
 
 impl Progress {
-    pub fn new(label: &str, total: Option<u64>) -> Progress {
+    pub(crate) fn new(label: &str, total: Option<u64>) -> Progress {
         Progress {
             label: label.to_string(),
             total,
@@ -26,7 +26,7 @@ impl Progress {
     }
 
     /// `done` bytes so far; redrawn at most ten times a second.
-    pub fn update(&mut self, done: u64) {
+    pub(crate) fn update(&mut self, done: u64) {
         if !self.tty || self.last.is_some_and(|t| t.elapsed() < EVERY) {
             return;
         }

@@ -22,7 +22,7 @@ use crate::runtime::unpack::Options;
 use crate::store::Store;
 use crate::units::ByteSize;
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge sandbox run IMAGE[:REF] [options] [--] [CMD...]
        dedge sandbox run --rootfs DIR [options] -- CMD...
        dedge sandbox ls [--board BOARD]

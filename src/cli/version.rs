@@ -2,7 +2,7 @@
 
 use super::{Error, no_more_args, say};
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: dedge version
 
 Prints the version, the git commit it was built from and the target triple.

@@ -134,7 +134,7 @@ fn refuse(status: u16, message: impl Into<String>) -> Refusal {
 }
 
 /// EdgeX's error body.
-pub fn base_response(status: u16, message: &str) -> Response {
+fn base_response(status: u16, message: &str) -> Response {
     Response::json(
         status,
         &json!({"apiVersion": "v3", "message": message, "statusCode": status}),

@@ -103,7 +103,7 @@ impl Catalogue {
 
     /// Is every granted command sold, in the mode granted? The first one
     /// that is not, as `DEVICE:COMMAND is not sold for reading`.
-    pub fn check_grants(&self, grants: &super::grants::Grants) -> Result<(), String> {
+    pub(crate) fn check_grants(&self, grants: &super::grants::Grants) -> Result<(), String> {
         for (device, g) in grants {
             let modes = g.read.iter().map(|c| (c, false));
             for (command, write) in modes.chain(g.write.iter().map(|c| (c, true))) {

@@ -29,7 +29,7 @@ pub fn segment(name: &str) -> String {
 }
 
 /// `/api/v3/device/name/{device}/{command}`.
-pub fn command_path(device: &str, command: &str) -> String {
+pub(crate) fn command_path(device: &str, command: &str) -> String {
     format!(
         "/api/v3/device/name/{}/{}",
         segment(device),
@@ -55,7 +55,7 @@ struct Token {
 /// Renew a token of lifetime `ttl` this long after it was issued: a tenth
 /// of its life early, at most a minute, so a request never carries a token
 /// that expires on the way.
-pub fn renew_after(ttl: Duration) -> Duration {
+fn renew_after(ttl: Duration) -> Duration {
     ttl.saturating_sub((ttl / 10).min(Duration::from_secs(60)))
 }
 

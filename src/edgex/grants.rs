@@ -18,7 +18,7 @@ pub type Grants = BTreeMap<String, DeviceGrant>;
 /// The grants an offer's `devices` carry: `DEVICE:COMMAND:MODE`, MODE
 /// `r`, `w` or `rw`. The device name is everything before the last two
 /// colons (board checks keep colons out of command names).
-pub fn grants_from_offer(devices: &[String]) -> Result<Grants, Error> {
+pub(crate) fn grants_from_offer(devices: &[String]) -> Result<Grants, Error> {
     let mut grants = Grants::new();
     for d in devices {
         let mut parts = d.rsplitn(3, ':');

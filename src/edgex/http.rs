@@ -224,7 +224,7 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-pub fn write_response(w: &mut impl Write, resp: &Response, close: bool) -> io::Result<()> {
+fn write_response(w: &mut impl Write, resp: &Response, close: bool) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (n, v) in &resp.headers {
         head += &format!("{n}: {v}\r\n");
@@ -250,7 +250,7 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Serves requests from one connection until it closes, idles out or
 /// sends something refused.
-pub fn serve_connection(stream: TcpStream, limits: &Limits, handler: &dyn Handler) {
+fn serve_connection(stream: TcpStream, limits: &Limits, handler: &dyn Handler) {
     if stream.set_nodelay(true).is_err()
         || stream.set_read_timeout(Some(limits.idle)).is_err()
         || stream.set_write_timeout(Some(limits.idle)).is_err()

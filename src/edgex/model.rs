@@ -20,9 +20,9 @@ pub struct Device {
     pub profile_name: String,
     pub service_name: String,
     #[serde(default)]
-    pub admin_state: String,
+    pub(crate) admin_state: String,
     #[serde(default)]
-    pub operating_state: String,
+    pub(crate) operating_state: String,
     #[serde(default)]
     pub labels: Vec<String>,
 }
@@ -33,9 +33,9 @@ pub struct Device {
 pub struct DeviceService {
     pub name: String,
     #[serde(default)]
-    pub base_address: String,
+    base_address: String,
     #[serde(default)]
-    pub admin_state: String,
+    admin_state: String,
 }
 
 /// A device profile: the device's resources and commands.
@@ -44,13 +44,13 @@ pub struct DeviceService {
 pub struct DeviceProfile {
     pub name: String,
     #[serde(default)]
-    pub manufacturer: String,
+    manufacturer: String,
     #[serde(default)]
     pub model: String,
     #[serde(default)]
-    pub device_resources: Vec<DeviceResource>,
+    device_resources: Vec<DeviceResource>,
     #[serde(default)]
-    pub device_commands: Vec<DeviceCommand>,
+    device_commands: Vec<DeviceCommand>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -60,7 +60,7 @@ pub struct DeviceResource {
     #[serde(default)]
     pub description: String,
     #[serde(default)]
-    pub is_hidden: bool,
+    pub(crate) is_hidden: bool,
     pub properties: ResourceProperties,
 }
 
@@ -73,11 +73,11 @@ pub struct ResourceProperties {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub units: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimum: Option<String>,
+    minimum: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maximum: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_value: Option<String>,
+    default_value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
 }
@@ -87,29 +87,29 @@ pub struct ResourceProperties {
 pub struct DeviceCommand {
     pub name: String,
     #[serde(default)]
-    pub is_hidden: bool,
+    pub(crate) is_hidden: bool,
     pub read_write: String,
     #[serde(default)]
-    pub resource_operations: Vec<ResourceOperation>,
+    pub(crate) resource_operations: Vec<ResourceOperation>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResourceOperation {
-    pub device_resource: String,
+pub(crate) struct ResourceOperation {
+    pub(crate) device_resource: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_value: Option<String>,
+    default_value: Option<String>,
 }
 
 /// Read/write permission of a resource or command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Access {
-    pub read: bool,
-    pub write: bool,
+pub(crate) struct Access {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
 }
 
 impl Access {
-    pub fn parse(rw: &str) -> Result<Access, Error> {
+    pub(crate) fn parse(rw: &str) -> Result<Access, Error> {
         match rw {
             "R" => Ok(Access {
                 read: true,
@@ -135,7 +135,7 @@ impl DeviceResource {
         self.properties.value_type.parse()
     }
 
-    pub fn access(&self) -> Result<Access, Error> {
+    pub(crate) fn access(&self) -> Result<Access, Error> {
         Access::parse(&self.properties.read_write)
     }
 }
@@ -159,9 +159,9 @@ pub struct Reading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_name: Option<String>,
+    device_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource_name: Option<String>,
+    resource_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_name: Option<String>,
     pub value_type: String,
@@ -172,11 +172,11 @@ pub struct Reading {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binary_value: Option<String>,
+    binary_value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub object_value: Option<serde_json::Value>,
+    object_value: Option<serde_json::Value>,
 }
 
 /// An event: one or more readings from one device.
@@ -185,7 +185,7 @@ pub struct Reading {
 pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    pub device_name: String,
+    device_name: String,
     #[serde(default)]
     pub profile_name: String,
     /// The command or resource read, as requested (not in the OpenAPI file).
@@ -201,15 +201,15 @@ pub struct Event {
 /// without a token, unknown routes) carry only `message`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BaseResponse {
+pub(crate) struct BaseResponse {
     #[serde(default)]
-    pub api_version: String,
+    api_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    request_id: Option<String>,
     #[serde(default)]
-    pub message: String,
+    message: String,
     #[serde(default)]
-    pub status_code: u16,
+    status_code: u16,
 }
 
 #[cfg(test)]

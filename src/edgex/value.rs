@@ -157,7 +157,7 @@ fn parse_float(s: &str, bits: u8) -> Option<f64> {
 /// Checks a value a tenant wants written to a resource of type `vt` and
 /// returns the string to send (PUT bodies carry strings, per the OpenAPI
 /// file; objects are sent as JSON text, which the device service accepts).
-pub fn check_write(vt: ValueType, v: &serde_json::Value) -> Result<String, Error> {
+pub(crate) fn check_write(vt: ValueType, v: &serde_json::Value) -> Result<String, Error> {
     use serde_json::Value as J;
     match (vt, v) {
         (ValueType::Binary, _) => Err(Error::Value("Binary resources cannot be written".into())),

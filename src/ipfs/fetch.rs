@@ -117,7 +117,7 @@ impl Fetcher {
     }
 
     /// As `fetch`; `progress` gets the content bytes verified so far.
-    pub fn fetch_with_progress(
+    pub(crate) fn fetch_with_progress(
         &self,
         root: &Cid,
         dest: &Path,
@@ -358,7 +358,7 @@ impl Fetcher {
     }
 
     /// Drops the cached blocks of a finished fetch.
-    pub fn clear_cache(&self) -> Result<(), Error> {
+    pub(crate) fn clear_cache(&self) -> Result<(), Error> {
         remove_any(&self.cache)
     }
 }

@@ -11,7 +11,7 @@ use super::Error;
 
 /// UnixFS node types (the `Type` enum of unixfs.proto).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Raw = 0,
     Directory = 1,
     File = 2,
@@ -41,16 +41,16 @@ pub struct Link {
     pub hash: Vec<u8>,
     pub name: String,
     /// Size of the child's block plus its own links' Tsizes.
-    pub tsize: u64,
+    pub(crate) tsize: u64,
 }
 
 /// The UnixFS `Data` message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Unixfs {
-    pub kind: Option<Kind>,
-    pub data: Option<Vec<u8>>,
-    pub filesize: Option<u64>,
-    pub blocksizes: Vec<u64>,
+pub(crate) struct Unixfs {
+    pub(crate) kind: Option<Kind>,
+    pub(crate) data: Option<Vec<u8>>,
+    pub(crate) filesize: Option<u64>,
+    pub(crate) blocksizes: Vec<u64>,
 }
 
 /// A decoded dag-pb node.
@@ -60,7 +60,7 @@ pub struct Node {
     pub data: Option<Vec<u8>>,
 }
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -80,7 +80,7 @@ fn put_u64(out: &mut Vec<u8>, field: u8, v: u64) {
 }
 
 impl Unixfs {
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Some(k) = self.kind {
             put_u64(&mut out, 1, k as u64);
@@ -97,7 +97,7 @@ impl Unixfs {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Unixfs, Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Unixfs, Error> {
         let mut u = Unixfs::default();
         let mut r = Reader { buf: bytes };
         while !r.buf.is_empty() {

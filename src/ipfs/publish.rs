@@ -15,7 +15,7 @@ use super::unixfs::{Options, add_path};
 
 /// Refuses anything that is not an OCI image layout (directory or tar) or
 /// a `docker save` archive, before a byte is uploaded.
-pub fn check_image(path: &Path) -> Result<(), Error> {
+pub(crate) fn check_image(path: &Path) -> Result<(), Error> {
     let meta = fs::metadata(path).map_err(|e| Error::Path(path.display().to_string(), e))?;
     if meta.is_dir() {
         for f in ["oci-layout", "index.json"] {
@@ -68,7 +68,7 @@ impl<R: Read, F: FnMut(u64)> Read for Counted<R, F> {
 /// Uploads `car` (whose root is `root`) to `api`'s `dag/import`, pinning
 /// the root, and checks the node answers with the same root. `progress`
 /// gets the bytes sent so far.
-pub fn dag_import(
+pub(crate) fn dag_import(
     api: &str,
     car: &Path,
     root: &Cid,
@@ -164,7 +164,7 @@ fn rand_u64() -> u64 {
 
 /// The root is known only at the end and leads the file: sections go to a
 /// scratch file first, then behind the header; the CAR appears by rename.
-pub fn write_car(path: &Path, out: &Path, opts: Options) -> Result<Cid, Error> {
+pub(crate) fn write_car(path: &Path, out: &Path, opts: Options) -> Result<Cid, Error> {
     let io = |p: &Path| {
         let p = p.display().to_string();
         move |e| Error::Path(p.clone(), e)

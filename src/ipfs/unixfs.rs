@@ -17,15 +17,15 @@ use super::Error;
 use super::pb::{Kind, Link, Node, Unixfs};
 
 /// Bytes per leaf (`size-262144`).
-pub const CHUNK: usize = 256 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// Links per internal node (boxo's `DefaultLinksPerBlock`, 8192 / 47).
-pub const MAX_LINKS: usize = 174;
+const MAX_LINKS: usize = 174;
 /// Above this estimated size (names + CIDs of its links) Kubo shards a
 /// directory into a HAMT.
-pub const HAMT_THRESHOLD: usize = 256 * 1024;
+const HAMT_THRESHOLD: usize = 256 * 1024;
 
-pub const DAG_PB: u64 = 0x70;
-pub const RAW: u64 = 0x55;
+pub(crate) const DAG_PB: u64 = 0x70;
+pub(crate) const RAW: u64 = 0x55;
 const SHA2_256: u64 = 0x12;
 
 /// Which of Kubo's two common layouts.
@@ -48,16 +48,16 @@ pub struct Options {
 
 /// A node added: what a parent's link needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Added {
-    pub cid: Cid,
+pub(crate) struct Added {
+    pub(crate) cid: Cid,
     /// Cumulative size: this block plus every block below it.
-    pub tsize: u64,
+    tsize: u64,
     /// Bytes of file content below it (0 for directories).
-    pub filesize: u64,
+    filesize: u64,
 }
 
 /// Receives each block as it is made, children before parents.
-pub type Sink<'a> = dyn FnMut(&Cid, &[u8]) -> Result<(), Error> + 'a;
+type Sink<'a> = dyn FnMut(&Cid, &[u8]) -> Result<(), Error> + 'a;
 
 /// The CID of `block` under `codec` for `version` (CIDv0 is dag-pb only).
 pub fn cid_of(block: &[u8], codec: u64, version: CidVersion) -> Result<Cid, Error> {
@@ -77,7 +77,7 @@ struct Level {
 }
 
 /// Adds a file's bytes: chunks, leaves, then the balanced tree above them.
-pub fn add_reader(
+pub(crate) fn add_reader(
     mut r: impl Read,
     version: CidVersion,
     sink: &mut Sink<'_>,
@@ -236,7 +236,7 @@ fn dag_pb(
 }
 
 /// Adds a file, directory (recursively, entries sorted by name) or symlink.
-pub fn add_path(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added, Error> {
+pub(crate) fn add_path(path: &Path, opts: Options, sink: &mut Sink<'_>) -> Result<Added, Error> {
     let meta =
         fs::symlink_metadata(path).map_err(|e| Error::Path(path.display().to_string(), e))?;
     let ft = meta.file_type();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::board::Board;
 pub use crate::edgex::catalogue::{CommandOffer, DeviceOffer};
 
-pub const DATA_PREFIX: &str = "data:application/json,";
+const DATA_PREFIX: &str = "data:application/json,";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
@@ -26,13 +26,13 @@ pub struct Capabilities {
     pub disk: u64,
     pub max_leases: u32,
     /// EDG base units per unit-second, as decimal strings (exact).
-    pub price_cpu_core_second: String,
-    pub price_memory_gib_second: String,
+    price_cpu_core_second: String,
+    price_memory_gib_second: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price_device_second: Option<String>,
-    pub min_lease_s: u64,
-    pub payment_interval_s: u64,
-    pub grace_s: u64,
+    price_device_second: Option<String>,
+    pub(crate) min_lease_s: u64,
+    pub(crate) payment_interval_s: u64,
+    grace_s: u64,
     #[serde(default)]
     pub devices: Vec<DeviceOffer>,
 }

@@ -231,21 +231,21 @@ pub fn lease(rpc: &Rpc, d: &Deployment, lease: B256) -> Result<IMarket::Lease> {
 
 /// A lease as the Market holds it, with its state and flags typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OnChain {
-    pub state: MarketState,
-    pub flags: Flags,
-    pub buyer: Address,
-    pub gateway: Address,
+pub(crate) struct OnChain {
+    pub(crate) state: MarketState,
+    pub(crate) flags: Flags,
+    pub(crate) buyer: Address,
+    pub(crate) gateway: Address,
     /// Acceptance time until funded, then the lease start.
-    pub start: u64,
+    pub(crate) start: u64,
     /// The first termination's time.
-    pub end: u64,
-    pub offer_expiry: u64,
+    pub(crate) end: u64,
+    pub(crate) offer_expiry: u64,
 }
 
 /// `leaseOf`, typed: a state outside the contract's enum is an error that
 /// names it, never read as some state.
-pub fn lease_on_chain(rpc: &Rpc, d: &Deployment, id: B256) -> Result<OnChain> {
+pub(crate) fn lease_on_chain(rpc: &Rpc, d: &Deployment, id: B256) -> Result<OnChain> {
     let l = lease(rpc, d, id)?;
     let state = MarketState::try_from(l.state).map_err(|v| {
         Error::Invalid(format!(
@@ -278,7 +278,7 @@ pub fn rules(rpc: &Rpc, d: &Deployment) -> Result<Rules> {
 }
 
 /// The latest block's timestamp: the clock the Market's rules run on.
-pub fn chain_time(rpc: &Rpc) -> Result<u64> {
+pub(crate) fn chain_time(rpc: &Rpc) -> Result<u64> {
     #[derive(serde::Deserialize)]
     struct Head {
         timestamp: alloy_primitives::U64,

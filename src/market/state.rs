@@ -45,7 +45,7 @@ pub enum MarketState {
 }
 
 impl MarketState {
-    pub const ALL: [MarketState; 7] = [
+    const ALL: [MarketState; 7] = [
         MarketState::None,
         MarketState::Proposed,
         MarketState::Accepted,
@@ -86,21 +86,21 @@ impl fmt::Display for MarketState {
 
 /// `Lease.flags` bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Flags(pub u8);
+pub struct Flags(pub(crate) u8);
 
 impl Flags {
-    pub const FUNDED: u8 = 1;
-    pub const BUYER_TERMINATED: u8 = 2;
-    pub const SELLER_TERMINATED: u8 = 4;
+    const FUNDED: u8 = 1;
+    const BUYER_TERMINATED: u8 = 2;
+    const SELLER_TERMINATED: u8 = 4;
     pub const DISPUTED: u8 = 8;
 
     pub fn funded(self) -> bool {
         self.0 & Self::FUNDED != 0
     }
-    pub fn buyer_terminated(self) -> bool {
+    pub(crate) fn buyer_terminated(self) -> bool {
         self.0 & Self::BUYER_TERMINATED != 0
     }
-    pub fn seller_terminated(self) -> bool {
+    pub(crate) fn seller_terminated(self) -> bool {
         self.0 & Self::SELLER_TERMINATED != 0
     }
     pub fn disputed(self) -> bool {
@@ -114,10 +114,10 @@ impl Flags {
 pub struct Rules {
     /// `TERMINATION_TIMEOUT`: after one side terminates, anyone may
     /// finalize once this many seconds of block time have passed.
-    pub termination_timeout: u64,
+    pub(crate) termination_timeout: u64,
     /// `FUNDING_WINDOW`: a gateway may cancel an accepted offer left
     /// unfunded this long.
-    pub funding_window: u64,
+    pub(crate) funding_window: u64,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 
 use super::{Error, Result};
 
-pub fn write_frame(w: &mut impl Write, payload: &[u8], max: usize) -> Result<()> {
+pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8], max: usize) -> Result<()> {
     if payload.len() > max {
         return Err(Error::Malformed(format!(
             "frame of {} bytes is over the limit of {max}",
@@ -23,7 +23,7 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8], max: usize) -> Result<()>
     Ok(())
 }
 
-pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Vec<u8>> {
+pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;

@@ -101,7 +101,7 @@ struct Seen {
 }
 
 /// Live nonces a guard holds at most (about 2 MiB).
-pub const GUARD_CAP: usize = 1 << 16;
+const GUARD_CAP: usize = 1 << 16;
 
 /// Why a hello was not fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

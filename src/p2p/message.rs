@@ -191,13 +191,13 @@ impl Body {
 /// already prove).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Envelope {
-    pub chain_id: u64,
-    pub from: [u8; 20],
-    pub to: [u8; 20],
+    pub(crate) chain_id: u64,
+    pub(crate) from: [u8; 20],
+    pub(crate) to: [u8; 20],
     /// 1, 2, 3... per direction of a session.
-    pub seq: u64,
-    pub timestamp: u64,
-    pub body: Body,
+    pub(crate) seq: u64,
+    pub(crate) timestamp: u64,
+    pub(crate) body: Body,
 }
 
 #[cfg(test)]

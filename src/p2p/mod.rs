@@ -17,7 +17,7 @@
 //! docs/PROTOCOL.md §6 has the wire format and why it is built this way.
 
 pub mod frame;
-pub mod handshake;
+mod handshake;
 pub mod message;
 pub mod session;
 
@@ -27,13 +27,13 @@ pub use session::Session;
 
 /// Protocol version carried in the handshake (3: envelopes authenticated
 /// by the session's keys alone, no longer signed one by one).
-pub const VERSION: u8 = 3;
+const VERSION: u8 = 3;
 
 /// Largest frame either side accepts (logs are sent in chunks below it).
-pub const MAX_FRAME: usize = 1 << 20;
+const MAX_FRAME: usize = 1 << 20;
 
 /// How far a peer's clock may be from ours, in seconds.
-pub const CLOCK_SKEW: u64 = 300;
+const CLOCK_SKEW: u64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -56,7 +56,7 @@ pub struct Stats {
     pub cpu_ns: u64,
     pub memory_bytes: u64,
     /// High-water mark of memory (0 where the kernel does not keep one).
-    pub memory_peak: u64,
+    memory_peak: u64,
     pub pids: u64,
     /// Tasks killed by the OOM killer inside this cgroup.
     pub oom_kills: u64,
@@ -157,7 +157,7 @@ impl Cgroup {
     /// `cgroup.subtree_control`, so a lease can never re-create a unit's
     /// cgroup that systemd removed (it would run outside every unit, and
     /// the unit could not start again).
-    pub fn create_within(
+    pub(crate) fn create_within(
         mode: CgroupMode,
         delegated: Option<&str>,
         path: &str,
@@ -359,7 +359,7 @@ impl Cgroup {
     /// Stops every task. v2's freezer is `cgroup.freeze` in the cgroup
     /// itself (no controller to enable), written here directly: cgroups-rs
     /// only reaches it through a controller list the v2 sandbox never names.
-    pub fn freeze(&self) -> Result<()> {
+    pub(crate) fn freeze(&self) -> Result<()> {
         if self.v2 {
             if !self.v2_dir().join("cgroup.events").exists() {
                 return Err(err(
@@ -388,7 +388,7 @@ impl Cgroup {
         Ok(())
     }
 
-    pub fn thaw(&self) -> Result<()> {
+    pub(crate) fn thaw(&self) -> Result<()> {
         if self.v2 {
             return write_cgroup_file(&self.v2_dir().join("cgroup.freeze"), "0");
         }
@@ -399,7 +399,7 @@ impl Cgroup {
 
     /// Whether every task is stopped. On v2 `cgroup.freeze` only says what
     /// was asked; `cgroup.events` says whether the kernel got there.
-    pub fn is_frozen(&self) -> bool {
+    fn is_frozen(&self) -> bool {
         if self.v2 {
             return read_keyed(&self.v2_dir().join("cgroup.events"), "frozen") == Some(1);
         }
@@ -458,7 +458,7 @@ impl Cgroup {
     /// `cgroup.kill` where the kernel has it; elsewhere frozen first so
     /// nothing forks while it is being killed, SIGKILL to each, thawed so
     /// the kills land.
-    pub fn kill_all(&self) -> Result<()> {
+    pub(crate) fn kill_all(&self) -> Result<()> {
         if !self.exists_any() || !self.populated() {
             // Nothing to kill (the usual case once init has exited: its
             // PID namespace took every other task with it).
@@ -518,7 +518,7 @@ impl Cgroup {
 
     /// Removes the cgroup if nothing is in it (no tasks, no children); a
     /// parent left by a short-lived runtime (the CLI) goes this way.
-    pub fn remove_if_empty(&self) {
+    pub(crate) fn remove_if_empty(&self) {
         for d in self.dirs() {
             let _ = fs::remove_dir(&d);
         }
@@ -660,7 +660,7 @@ fn parse_keyed(text: &str, key: &str) -> Option<u64> {
 /// parent that it has no record of, so runtimes with different data
 /// directories must never share one (two with the same directory cannot
 /// run at once: its state database is locked).
-pub fn parent_for(base: &str, role: &str, data: &std::path::Path) -> String {
+pub(crate) fn parent_for(base: &str, role: &str, data: &std::path::Path) -> String {
     use sha2::Digest;
     let h = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
     let tag: String = h[..4].iter().map(|b| format!("{b:02x}")).collect();
@@ -670,7 +670,7 @@ pub fn parent_for(base: &str, role: &str, data: &std::path::Path) -> String {
 /// This process's cgroup in the unified hierarchy (the `0::` line of
 /// `/proc/self/cgroup`), without its leading `/`; `None` at the root or on
 /// a v1-only machine.
-pub fn own_v2() -> Result<Option<String>> {
+pub(crate) fn own_v2() -> Result<Option<String>> {
     let text = fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| Error::Cgroup(format!("/proc/self/cgroup: {e}")))?;
     Ok(parse_own_v2(&text))
@@ -687,7 +687,7 @@ fn parse_own_v2(text: &str) -> Option<String> {
 /// give controllers to children only while it has no processes of its own
 /// (systemd starts a delegated service's process in the unit's cgroup).
 /// Returns the leaf's path.
-pub fn move_to_leaf(own: &str, leaf: &str) -> Result<String> {
+pub(crate) fn move_to_leaf(own: &str, leaf: &str) -> Result<String> {
     check_path(own)?;
     check_path(leaf)?;
     let root = Path::new(V2_ROOT);

@@ -115,16 +115,16 @@ pub struct Record {
     pub spec: Spec,
     pub rootfs: PathBuf,
     /// The rootfs lives in the container's directory and goes with it.
-    pub owns_rootfs: bool,
+    owns_rootfs: bool,
     pub cgroup: String,
     pub shim: ProcId,
     pub init: ProcId,
-    pub created_unix: u64,
+    created_unix: u64,
     pub exit: Option<Exit>,
     pub oom_kills: u64,
     /// Removed by recovery once stopped (the CLI's containers without
     /// `--keep`, if the CLI was killed before it could remove them).
-    pub auto_remove: bool,
+    auto_remove: bool,
 }
 
 /// Where a container's root filesystem comes from.

@@ -85,15 +85,15 @@ impl Default for Limits {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-pub struct Descriptor {
+struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: u64,
+    media_type: String,
+    digest: String,
+    size: u64,
     #[serde(default)]
-    pub platform: Option<Platform>,
+    platform: Option<Platform>,
     #[serde(default)]
-    pub annotations: HashMap<String, String>,
+    annotations: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -141,13 +141,13 @@ struct Manifest {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
 pub struct RunConfig {
     #[serde(rename = "Entrypoint", default)]
-    pub entrypoint: Option<Vec<String>>,
+    pub(crate) entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default)]
     pub cmd: Option<Vec<String>>,
     #[serde(rename = "Env", default)]
     pub env: Option<Vec<String>>,
     #[serde(rename = "WorkingDir", default)]
-    pub working_dir: Option<String>,
+    pub(crate) working_dir: Option<String>,
     #[serde(rename = "User", default)]
     pub user: Option<String>,
 }
@@ -170,7 +170,7 @@ struct RootFs {
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Compression {
+enum Compression {
     None,
     Gzip,
 }
@@ -197,7 +197,7 @@ impl Compression {
 pub struct Layer {
     pub digest: Digest,
     pub size: u64,
-    pub compression: Compression,
+    compression: Compression,
     /// sha256 of the uncompressed tar, checked against the config.
     pub diff_id: Digest,
 }
@@ -847,7 +847,7 @@ impl Arch {
     }
 
     /// The OCI platform (`os/architecture[/variant]`) images must be built for.
-    pub const fn oci_platform(self) -> &'static str {
+    pub(crate) const fn oci_platform(self) -> &'static str {
         match self {
             Arch::Aarch64 => "linux/arm64",
             Arch::Armv7 => "linux/arm/v7",

@@ -37,7 +37,7 @@ use super::{Error, Result};
 /// for daemons that drop privileges) and ports below 1024 in its own
 /// network namespace (NET_BIND_SERVICE). Nothing that reaches the kernel
 /// or the host: no SYS_ADMIN, NET_ADMIN, NET_RAW, MKNOD, SYS_CHROOT, SETPCAP.
-pub const KEPT_CAPS: &[(u32, &str)] = &[
+const KEPT_CAPS: &[(u32, &str)] = &[
     (0, "CAP_CHOWN"),
     (1, "CAP_DAC_OVERRIDE"),
     (3, "CAP_FOWNER"),
@@ -60,7 +60,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The steps of init, in order; a failure names the one that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-pub enum Step {
+enum Step {
     Ready = 0,
     Stdio,
     Session,
@@ -117,7 +117,7 @@ const STEPS: &[Step] = &[
 ];
 
 impl Step {
-    pub fn what(self) -> &'static str {
+    fn what(self) -> &'static str {
         match self {
             Step::Ready => "get ready",
             Step::Stdio => "connect stdin/stdout/stderr",
@@ -782,7 +782,7 @@ fn drop_bounding(plan: &Plan) -> std::result::Result<(), Errno> {
 }
 
 /// Decodes the `exit` file the shim writes.
-pub fn read_exit(dir: &Path) -> Option<i32> {
+pub(crate) fn read_exit(dir: &Path) -> Option<i32> {
     std::fs::read_to_string(dir.join("exit"))
         .ok()?
         .trim()

@@ -17,7 +17,7 @@ const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 /// proc files hidden behind /dev/null, directories behind an empty
 /// read-only tmpfs (they leak host details or allow kernel interaction).
-pub const MASKED: &[&CStr] = &[
+const MASKED: &[&CStr] = &[
     c"/proc/acpi",
     c"/proc/asound",
     c"/proc/interrupts",
@@ -31,7 +31,7 @@ pub const MASKED: &[&CStr] = &[
 ];
 
 /// proc paths left readable but not writable.
-pub const READ_ONLY: &[&CStr] = &[
+const READ_ONLY: &[&CStr] = &[
     c"/proc/bus",
     c"/proc/fs",
     c"/proc/irq",
@@ -40,7 +40,7 @@ pub const READ_ONLY: &[&CStr] = &[
 ];
 
 /// Character devices created in the fresh /dev: (path, major, minor).
-pub const DEVICES: &[(&CStr, u32, u32)] = &[
+const DEVICES: &[(&CStr, u32, u32)] = &[
     (c"/dev/null", 1, 3),
     (c"/dev/zero", 1, 5),
     (c"/dev/full", 1, 7),
@@ -50,7 +50,7 @@ pub const DEVICES: &[(&CStr, u32, u32)] = &[
 ];
 
 /// Standard /dev symlinks: (target, link).
-pub const DEV_LINKS: &[(&CStr, &CStr)] = &[
+const DEV_LINKS: &[(&CStr, &CStr)] = &[
     (c"/proc/self/fd", c"/dev/fd"),
     (c"/proc/self/fd/0", c"/dev/stdin"),
     (c"/proc/self/fd/1", c"/dev/stdout"),
@@ -64,12 +64,12 @@ const NOEXEC: c_ulong = libc::MS_NOEXEC;
 
 /// Stops mount events flowing back to the host: every mount in the copied
 /// namespace becomes private, recursively.
-pub fn make_private(sys: &dyn Sys) -> Result<(), Errno> {
+pub(crate) fn make_private(sys: &dyn Sys) -> Result<(), Errno> {
     sys.mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
 }
 
 /// Makes the rootfs a mount point of its own, which `pivot_root` needs.
-pub fn bind_rootfs(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
+pub(crate) fn bind_rootfs(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
     sys.mount(
         Some(rootfs),
         rootfs,
@@ -82,7 +82,7 @@ pub fn bind_rootfs(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
 /// Swaps the root for the rootfs and detaches the old one, so no path in
 /// the container leads back to the host's files (`pivot_root(".", ".")`:
 /// the old root ends up stacked on `/`, then is lazily unmounted).
-pub fn pivot(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
+pub(crate) fn pivot(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
     sys.chdir(rootfs)?;
     sys.pivot_root(c".", c".")?;
     sys.umount_detach(c".")?;
@@ -91,7 +91,7 @@ pub fn pivot(sys: &dyn Sys, rootfs: &CStr) -> Result<(), Errno> {
 
 /// `path` must be a real directory of the image, or absent (then made).
 /// A symlink or file there is refused: it is how images redirect mounts.
-pub fn ensure_dir(sys: &dyn Sys, path: &CStr) -> Result<(), Errno> {
+fn ensure_dir(sys: &dyn Sys, path: &CStr) -> Result<(), Errno> {
     match sys.kind(path)? {
         Kind::Dir => Ok(()),
         Kind::Missing => sys.mkdir(path, 0o755),
@@ -101,7 +101,7 @@ pub fn ensure_dir(sys: &dyn Sys, path: &CStr) -> Result<(), Errno> {
 
 /// A fresh procfs for the new PID namespace, checked to be procfs (a FUSE
 /// or tmpfs posing as /proc would hide the masks).
-pub fn mount_proc(sys: &dyn Sys) -> Result<(), Errno> {
+pub(crate) fn mount_proc(sys: &dyn Sys) -> Result<(), Errno> {
     ensure_dir(sys, c"/proc")?;
     sys.mount(
         Some(c"proc"),
@@ -118,7 +118,7 @@ pub fn mount_proc(sys: &dyn Sys) -> Result<(), Errno> {
 
 /// A minimal /dev on a small tmpfs: device nodes made here, never bound
 /// from the host; a private devpts and a /dev/shm.
-pub fn mount_dev(sys: &dyn Sys) -> Result<(), Errno> {
+pub(crate) fn mount_dev(sys: &dyn Sys) -> Result<(), Errno> {
     ensure_dir(sys, c"/dev")?;
     sys.mount(
         Some(c"tmpfs"),
@@ -153,7 +153,7 @@ pub fn mount_dev(sys: &dyn Sys) -> Result<(), Errno> {
 
 /// Hides the `MASKED` proc paths and makes the `READ_ONLY` ones so. Paths
 /// the kernel does not have are skipped.
-pub fn mask_proc(sys: &dyn Sys) -> Result<(), Errno> {
+pub(crate) fn mask_proc(sys: &dyn Sys) -> Result<(), Errno> {
     for path in MASKED {
         match sys.kind(path)? {
             Kind::Missing => {}
@@ -185,7 +185,7 @@ pub fn mask_proc(sys: &dyn Sys) -> Result<(), Errno> {
 
 /// The container's only writable place: a tmpfs at /tmp whose pages are
 /// charged to its memory cgroup. `opts` carries the size.
-pub fn mount_tmp(sys: &dyn Sys, opts: &CStr) -> Result<(), Errno> {
+pub(crate) fn mount_tmp(sys: &dyn Sys, opts: &CStr) -> Result<(), Errno> {
     ensure_dir(sys, c"/tmp")?;
     sys.mount(
         Some(c"tmpfs"),
@@ -198,7 +198,7 @@ pub fn mount_tmp(sys: &dyn Sys, opts: &CStr) -> Result<(), Errno> {
 
 /// Remounts the rootfs read-only, nosuid, nodev: a tenant never writes to
 /// the gateway's flash, and nothing in the image gains privileges.
-pub fn seal_rootfs(sys: &dyn Sys) -> Result<(), Errno> {
+pub(crate) fn seal_rootfs(sys: &dyn Sys) -> Result<(), Errno> {
     sys.mount(
         None,
         c"/",

@@ -24,10 +24,10 @@ pub struct Spec {
     pub args: Vec<String>,
     /// `KEY=value` pairs, keys unique.
     pub env: Vec<String>,
-    pub cwd: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
+    pub(crate) cwd: String,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
     pub hostname: String,
     pub limits: Limits,
 }
@@ -101,7 +101,7 @@ impl Spec {
 
     /// Candidate paths for `args[0]`: itself if it has a `/`, else each
     /// directory of the container's PATH (as execvp would search).
-    pub fn exec_candidates(&self) -> Vec<String> {
+    pub(crate) fn exec_candidates(&self) -> Vec<String> {
         let prog = &self.args[0];
         if prog.contains('/') {
             return vec![prog.clone()];
@@ -119,7 +119,7 @@ impl Spec {
 
     /// Size option of the /tmp tmpfs: the memory limit (tmpfs pages count
     /// against it anyway), or 64 MiB without one.
-    pub fn tmp_options(&self) -> String {
+    pub(crate) fn tmp_options(&self) -> String {
         let size = self.limits.memory.unwrap_or(DEFAULT_TMP);
         format!("mode=1777,size={size}")
     }

@@ -13,7 +13,7 @@ use nix::errno::Errno;
 
 /// What a path is, by `lstat` (symlinks are never followed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Missing,
     Dir,
     File,
@@ -22,7 +22,7 @@ pub enum Kind {
 }
 
 /// The calls the mount steps need; `Real` makes them, tests record them.
-pub trait Sys {
+pub(crate) trait Sys {
     fn mount(
         &self,
         source: Option<&CStr>,
@@ -43,7 +43,7 @@ pub trait Sys {
 }
 
 /// The kernel.
-pub struct Real;
+pub(crate) struct Real;
 
 fn check(ret: libc::c_int) -> Result<(), Errno> {
     if ret == -1 {
@@ -146,7 +146,7 @@ impl Sys for Real {
 
 // ---- calls the child makes outside the mount steps ----
 
-pub fn dup2(from: RawFd, to: RawFd) -> Result<(), Errno> {
+pub(crate) fn dup2(from: RawFd, to: RawFd) -> Result<(), Errno> {
     // SAFETY: dup2 on integers; an invalid fd is reported as EBADF.
     check(unsafe { libc::dup2(from, to) })
 }
@@ -158,7 +158,7 @@ pub fn close(fd: RawFd) {
 }
 
 /// Reads one byte; `Ok(None)` at end of file.
-pub fn read_byte(fd: RawFd) -> Result<Option<u8>, Errno> {
+pub(crate) fn read_byte(fd: RawFd) -> Result<Option<u8>, Errno> {
     let mut b = 0u8;
     loop {
         // SAFETY: one-byte buffer on our stack.
@@ -201,12 +201,12 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> Result<usize, Errno> {
     }
 }
 
-pub fn setsid() -> Result<(), Errno> {
+pub(crate) fn setsid() -> Result<(), Errno> {
     // SAFETY: no arguments.
     check(unsafe { libc::setsid() })
 }
 
-pub fn umask(mask: libc::mode_t) {
+pub(crate) fn umask(mask: libc::mode_t) {
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(mask) };
 }
@@ -216,12 +216,12 @@ pub fn unshare(flags: libc::c_int) -> Result<(), Errno> {
     check(unsafe { libc::unshare(flags) })
 }
 
-pub fn sethostname(name: &[u8]) -> Result<(), Errno> {
+pub(crate) fn sethostname(name: &[u8]) -> Result<(), Errno> {
     // SAFETY: pointer and length of a live slice.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
 }
 
-pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+pub(crate) fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Errno> {
     let lim = libc::rlimit {
         rlim_cur: soft as libc::rlim_t,
         rlim_max: hard as libc::rlim_t,
@@ -231,7 +231,7 @@ pub fn setrlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Errn
     check(unsafe { libc::setrlimit(resource as _, &lim) })
 }
 
-pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno> {
+pub(crate) fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno> {
     // SAFETY: the options used here take integer arguments only.
     check(unsafe {
         libc::prctl(
@@ -244,17 +244,17 @@ pub fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> Result<(), Errno> {
     })
 }
 
-pub fn setgroups(groups: &[libc::gid_t]) -> Result<(), Errno> {
+pub(crate) fn setgroups(groups: &[libc::gid_t]) -> Result<(), Errno> {
     // SAFETY: pointer and length of a live slice of gid_t.
     check(unsafe { libc::setgroups(groups.len() as _, groups.as_ptr()) })
 }
 
-pub fn setresgid(gid: libc::gid_t) -> Result<(), Errno> {
+pub(crate) fn setresgid(gid: libc::gid_t) -> Result<(), Errno> {
     // SAFETY: integers only.
     check(unsafe { libc::setresgid(gid, gid, gid) })
 }
 
-pub fn setresuid(uid: libc::uid_t) -> Result<(), Errno> {
+pub(crate) fn setresuid(uid: libc::uid_t) -> Result<(), Errno> {
     // SAFETY: integers only.
     check(unsafe { libc::setresuid(uid, uid, uid) })
 }
@@ -277,7 +277,7 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 
 /// Sets this thread's effective, permitted and inheritable sets to `caps`
 /// (a bit per capability number).
-pub fn capset(caps: u64) -> Result<(), Errno> {
+pub(crate) fn capset(caps: u64) -> Result<(), Errno> {
     let hdr = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -304,7 +304,7 @@ pub fn capset(caps: u64) -> Result<(), Errno> {
 
 /// Marks (`cloexec`) or closes every fd from `first` up. Uses
 /// close_range(2) (Linux 5.9/5.11); older kernels get a bounded loop.
-pub fn close_from(first: RawFd, cloexec: bool) -> Result<(), Errno> {
+pub(crate) fn close_from(first: RawFd, cloexec: bool) -> Result<(), Errno> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
     // SAFETY: integers only; fds in the range that are not open are skipped.
@@ -347,7 +347,7 @@ pub fn close_from(first: RawFd, cloexec: bool) -> Result<(), Errno> {
 }
 
 /// Closes every fd from 3 up except those in `keep` (sorted ascending).
-pub fn close_all_except(keep: &[RawFd]) -> Result<(), Errno> {
+pub(crate) fn close_all_except(keep: &[RawFd]) -> Result<(), Errno> {
     let mut next = 3;
     for &k in keep {
         if k < next {
@@ -362,7 +362,7 @@ pub fn close_all_except(keep: &[RawFd]) -> Result<(), Errno> {
 }
 
 /// Brings the loopback interface of the current network namespace up.
-pub fn loopback_up() -> Result<(), Errno> {
+pub(crate) fn loopback_up() -> Result<(), Errno> {
     // SAFETY: creating a socket takes integers only.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
@@ -388,7 +388,7 @@ pub fn loopback_up() -> Result<(), Errno> {
 }
 
 /// `execve`s; returns only on failure.
-pub fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
+pub(crate) fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
     // SAFETY: `argv` and `envp` are NULL-terminated arrays of pointers to
     // NUL-terminated strings, all owned by the caller's prepared plan.
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
@@ -397,14 +397,14 @@ pub fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Er
 
 /// Leaves the child at once, without running Rust or libc exit handlers
 /// (they belong to the parent's copy of the process).
-pub fn exit_now(code: libc::c_int) -> ! {
+pub(crate) fn exit_now(code: libc::c_int) -> ! {
     // SAFETY: _exit never returns and touches no shared state.
     unsafe { libc::_exit(code) }
 }
 
 /// Opens `path` for appending, creating it (mode 0600) or, with
 /// `truncate`, emptying it.
-pub fn open_log(path: &CStr, truncate: bool) -> Result<RawFd, Errno> {
+pub(crate) fn open_log(path: &CStr, truncate: bool) -> Result<RawFd, Errno> {
     let mut flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
     if truncate {
         flags |= libc::O_TRUNC;
@@ -414,7 +414,7 @@ pub fn open_log(path: &CStr, truncate: bool) -> Result<RawFd, Errno> {
     if fd < 0 { Err(Errno::last()) } else { Ok(fd) }
 }
 
-pub fn rename(from: &CStr, to: &CStr) -> Result<(), Errno> {
+pub(crate) fn rename(from: &CStr, to: &CStr) -> Result<(), Errno> {
     // SAFETY: both NUL-terminated, alive for the call.
     check(unsafe { libc::rename(from.as_ptr(), to.as_ptr()) })
 }
@@ -425,7 +425,7 @@ pub fn fsync(fd: RawFd) {
 }
 
 /// Size of an open file (0 if it cannot be read).
-pub fn file_size(fd: RawFd) -> u64 {
+pub(crate) fn file_size(fd: RawFd) -> u64 {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: out-buffer of the right size.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0 {
@@ -436,14 +436,14 @@ pub fn file_size(fd: RawFd) -> u64 {
     }
 }
 
-pub fn ignore_sigpipe() {
+pub(crate) fn ignore_sigpipe() {
     // SAFETY: installing SIG_IGN has no handler code to be unsafe in.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
 /// Restores every signal to its default action and unblocks them all, so
 /// the container does not inherit the agent's dispositions or mask.
-pub fn reset_signals() {
+pub(crate) fn reset_signals() {
     for sig in 1..libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
             // SAFETY: SIG_DFL for a valid signal number; errors (for numbers
@@ -468,7 +468,7 @@ pub fn fork() -> Result<libc::pid_t, Errno> {
 }
 
 /// Waits for `pid`; returns its raw wait status.
-pub fn wait_pid(pid: libc::pid_t) -> Result<libc::c_int, Errno> {
+pub(crate) fn wait_pid(pid: libc::pid_t) -> Result<libc::c_int, Errno> {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a live out-parameter.
@@ -482,13 +482,13 @@ pub fn wait_pid(pid: libc::pid_t) -> Result<libc::c_int, Errno> {
     }
 }
 
-pub fn getppid() -> libc::pid_t {
+pub(crate) fn getppid() -> libc::pid_t {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::getppid() }
 }
 
 /// Writes `n` in decimal into `buf`; returns the digits.
-pub fn itoa(mut n: i64, buf: &mut [u8; 24]) -> &[u8] {
+pub(crate) fn itoa(mut n: i64, buf: &mut [u8; 24]) -> &[u8] {
     let neg = n < 0;
     let mut i = buf.len();
     loop {

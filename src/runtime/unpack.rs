@@ -40,10 +40,10 @@ const WHITEOUT: &str = ".wh.";
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub files: u64,
-    pub dirs: u64,
+    pub(crate) dirs: u64,
     pub symlinks: u64,
-    pub hardlinks: u64,
-    pub whiteouts: u64,
+    pub(crate) hardlinks: u64,
+    pub(crate) whiteouts: u64,
     pub bytes: u64,
     /// Entries left out on purpose (devices, FIFOs), by path.
     pub dropped: Vec<String>,
@@ -147,7 +147,7 @@ fn open_in_root(
 /// Reads a small file of an unpacked root, every symlink on the way (the
 /// last one too) resolved inside the root: an image's `/etc/passwd` may be a
 /// link to anywhere. `None` when the file does not exist.
-pub fn read_in_root(root: &Path, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+pub(crate) fn read_in_root(root: &Path, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
     let root_fd = nix::fcntl::open(
         root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,

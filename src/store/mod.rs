@@ -285,12 +285,12 @@ impl Tree {
 
     /// The raw bytes at `key`, for records that decode themselves
     /// (versioned formats).
-    pub fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get_bytes(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
     /// Every raw record, in key order.
-    pub fn iter_bytes(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
+    pub(crate) fn iter_bytes(&self) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> + '_ {
         self.tree.iter().map(|item| {
             let (k, v) = item?;
             Ok((k.to_vec(), v.to_vec()))
@@ -299,7 +299,7 @@ impl Tree {
 
     /// Writes `new` at `key` if the record there is still `old` (`None`:
     /// absent). False when another writer changed it first.
-    pub fn compare_and_swap(
+    pub(crate) fn compare_and_swap(
         &self,
         key: impl AsRef<[u8]>,
         old: Option<&[u8]>,
@@ -344,7 +344,7 @@ impl Tree {
     }
 
     /// Every record whose key starts with `prefix`, in key order.
-    pub fn scan_prefix<V: DeserializeOwned>(
+    pub(crate) fn scan_prefix<V: DeserializeOwned>(
         &self,
         prefix: impl AsRef<[u8]>,
     ) -> impl Iterator<Item = Result<(Vec<u8>, V)>> + '_ {
