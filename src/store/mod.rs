@@ -196,6 +196,11 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // The directory too, once: a power cut soon after the database
+        // was made must not lose the entries of the files in it.
+        std::fs::File::open(path)
+            .and_then(|dir| dir.sync_all())
+            .map_err(Error::Sync)?;
         // Opened after sled created it; read-only is enough for fdatasync.
         let log_path = path.join(LOG);
         let log = std::fs::File::open(&log_path).map_err(|source| Error::OpenLog {

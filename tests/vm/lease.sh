@@ -121,6 +121,7 @@ for _ in $(seq 60); do [ -s "$share/rss" ] && break; alive; sleep 0.5; done
 read -r agent_kib holder_kib <"$share/rss" || true
 [[ ${agent_kib:-} =~ ^[0-9]+$ && ${holder_kib:-} =~ ^[0-9]+$ ]] || fail "the guest did not measure the agent's RSS: '$(cat "$share/rss" 2>/dev/null)'"
 echo "    idle RSS in the $arch guest: agent $agent_kib KiB, holder (same binary, idle) $holder_kib KiB: $(awk "BEGIN {printf \"%.1f\", $agent_kib / $holder_kib}")x"
+sed 's/^/      /' "$share/smaps.txt" 2>/dev/null || true
 
 market_buyer
 market_image "$(rootfs_dir "$arch")/bin/busybox" "$oci_arch"

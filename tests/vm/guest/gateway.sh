@@ -7,7 +7,8 @@
 #   SHARE/restart-agent the host asks for `systemctl restart dedge-agent`;
 #                       answered by SHARE/restarted ("old-pid new-pid")
 #   SHARE/measure       the host asks for the idle RSS of the agent and of the
-#                       holder (the same binary doing nothing): SHARE/rss
+#                       holder (the same binary doing nothing): SHARE/rss,
+#                       and the agent's largest mappings: SHARE/smaps.txt
 #   SHARE/cycle         at the end: stop dedge-leases, start dedge-agent, checked
 #   SHARE/journal.txt   both units' journals, at the end
 # Exits non-zero if a unit fails to start or the agent does not stay up.
@@ -41,6 +42,10 @@ while [ $status = 0 ] && [ ! -e "$share/done" ]; do
     if [ -e "$share/measure" ]; then
         rm "$share/measure"
         rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$(systemctl show -p MainPID --value "$1")/status"; }
+        # Where the agent's resident memory is: mappings over 256 KiB
+        # (written before the figure the host waits for).
+        awk '/^[0-9a-f]+-[0-9a-f]+ / { map = $0 } /^Rss:/ && $2 > 256 { print $2 " kB  " map }' \
+            "/proc/$(main_pid)/smaps" >"$share/smaps.txt" 2>&1 || true
         echo "$(rss dedge-agent) $(rss dedge-leases)" >"$share/rss"
     fi
     if [ -e "$share/restart-agent" ]; then
