@@ -33,6 +33,14 @@ pub enum Error {
         "state database: an earlier flush failed, so nothing since is known durable; restart to recover"
     )]
     Failed,
+    #[error(
+        "state database: a record for `{tree}` with a {key}-byte key and a {value}-byte value is over the limits ({MAX_KEY}-byte keys, {MAX_RECORD}-byte values)"
+    )]
+    TooLarge {
+        tree: String,
+        key: usize,
+        value: usize,
+    },
     #[error("state database: cannot encode {what}: {source}")]
     Encode {
         what: &'static str,
@@ -48,6 +56,15 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The largest value a tree takes, and the largest key. sled 0.34 writes a
+/// log message over a quarter segment (131,052 bytes) to a file of its own
+/// under `blobs/` with no sync of any kind, and a power cut then leaves a
+/// database that does not open (a blob of length 0) or has gone back in
+/// time (a blob lost). A leaf holds at most 17 records before it splits,
+/// and is written whole: 17 of these at their largest stay under a blob.
+pub const MAX_RECORD: usize = 6 << 10;
+pub const MAX_KEY: usize = 256;
 
 /// Group commit: threads that ask for a flush while one is under way wait
 /// for the next, which one of them runs for all; a flush is never skipped
@@ -187,6 +204,8 @@ impl Store {
         const CACHE_CAPACITY: u64 = 2 << 20;
         /// The file sled 0.34 keeps its log and pages in (`Config::db_path`).
         const LOG: &str = "db";
+        /// Its configuration, written when the database is made.
+        const CONF: &str = "conf";
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
@@ -196,10 +215,15 @@ impl Store {
                 path: path.to_path_buf(),
                 source,
             })?;
-        // The directory too, once: a power cut soon after the database
-        // was made must not lose the entries of the files in it.
-        std::fs::File::open(path)
-            .and_then(|dir| dir.sync_all())
+        // Once at open: sled's `conf` (written at creation, never synced;
+        // a torn one fails the next open), the directory (a power cut soon
+        // after the database was made must not lose its files' entries)
+        // and the directory holding it (which may just have been made).
+        let sync = |p: &Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        sync(&path.join(CONF))
+            .and_then(|()| sync(path))
+            .and_then(|()| parent.map_or(Ok(()), sync))
             .map_err(Error::Sync)?;
         // Opened after sled created it; read-only is enough for fdatasync.
         let log_path = path.join(LOG);
@@ -278,7 +302,21 @@ impl Tree {
             what: "record",
             source,
         })?;
+        self.fits(key.as_ref(), &bytes)?;
         self.tree.insert(key.as_ref(), bytes)?;
+        Ok(())
+    }
+
+    /// Refuses a key or a value that could push a node into a blob
+    /// (`MAX_RECORD`).
+    fn fits(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        if key.len() > MAX_KEY || value.len() > MAX_RECORD {
+            return Err(Error::TooLarge {
+                tree: self.name.clone(),
+                key: key.len(),
+                value: value.len(),
+            });
+        }
         Ok(())
     }
 
@@ -310,6 +348,9 @@ impl Tree {
         old: Option<&[u8]>,
         new: Option<&[u8]>,
     ) -> Result<bool> {
+        if let Some(new) = new {
+            self.fits(key.as_ref(), new)?;
+        }
         Ok(self.tree.compare_and_swap(key, old, new)?.is_ok())
     }
 
@@ -342,6 +383,7 @@ impl Tree {
                 what: "record",
                 source,
             })?;
+            self.fits(key, &bytes)?;
             if self.tree.compare_and_swap(key, old, Some(bytes))?.is_ok() {
                 return Ok(new);
             }
@@ -606,5 +648,50 @@ mod tests {
             store.flush().unwrap();
             err.write_all(b"dedge-flush-child: flushed\n").unwrap();
         }
+    }
+
+    /// Records at the limit never reach sled's unsynced blob files; the
+    /// same sled does write blobs for larger ones (the control), so the
+    /// check would see them.
+    #[test]
+    fn records_are_bounded_below_sleds_blobs() {
+        let blobs =
+            |dir: &std::path::Path| std::fs::read_dir(dir.join("blobs")).map_or(0, |d| d.count());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.tree("big").unwrap();
+        let err = t.put(b"k", &vec![7u8; MAX_RECORD]).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("`big`"), "{err}");
+        let err = t.update(b"u", |_: Option<Vec<u8>>| vec![7u8; MAX_RECORD]);
+        assert!(matches!(err, Err(Error::TooLarge { .. })), "{err:?}");
+        // The largest value that fits (postcard adds its length prefix).
+        for round in 0..4u8 {
+            let fits = vec![round; MAX_RECORD - 2];
+            // A leaf splits past 16 records: these fill one.
+            for i in 0..16u32 {
+                t.put(i.to_be_bytes(), &fits).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        assert_eq!(blobs(dir.path()), 0, "a bounded record went to a blob");
+        drop((t, store));
+
+        // The control: the same store, values of 9,000 bytes (under the
+        // blob threshold alone) written past the limit, rewritten a few
+        // times so that sled writes whole leaves.
+        let control = tempfile::tempdir().unwrap();
+        let store = Store::open(control.path()).unwrap();
+        let t = store.tree("big").unwrap();
+        for round in 0..4u8 {
+            for i in 0..16u32 {
+                t.tree.insert(i.to_be_bytes(), vec![round; 9000]).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        assert!(
+            blobs(control.path()) > 0,
+            "this sled writes no blobs: the check above proves nothing"
+        );
     }
 }
