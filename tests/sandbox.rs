@@ -634,6 +634,35 @@ fn sandbox_run_on_the_command_line() {
     let (code, _, err) = dedge(&["no-such-image"]);
     assert_eq!(code, 1);
     assert!(err.contains("no image named `no-such-image`"), "{err}");
+    // The agent runs with transparent huge pages disabled (`dedge agent`);
+    // a container started from such a process gets the system's setting
+    // back: here from a `dedge` that inherits the opt-out.
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    if ours.contains("THP_enabled:\t1") {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dedge"));
+        cmd.args(["sandbox", "run", "--board"]).arg(&board).args([
+            &image,
+            "sh",
+            "-c",
+            "grep THP_enabled /proc/self/status",
+        ]);
+        // SAFETY: between fork and exec only prctl(2) runs, which is
+        // async-signal-safe and touches no memory of the parent's.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::sys::prctl::set_thp_disable(true).map_err(std::io::Error::from)
+            });
+        }
+        let o = bounded::output(&mut cmd, bounded::DEFAULT).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "THP_enabled:\t1\n",
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        eprintln!("SKIPPED the huge-page check: this kernel reports no THP_enabled: 1");
+    }
     // Nothing is left behind: no container directory, no cgroup.
     let data = dir.path().join("target/dev-gateway/data/sandbox");
     assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);

@@ -717,6 +717,10 @@ fn run_init(plan: &Plan, fds: Fds) -> ! {
     step(Step::Uid, sys::setresuid(plan.uid));
     step(Step::Capabilities, sys::capset(plan.caps));
     step(Step::NoNewPrivs, sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1));
+    // The agent opts itself out of transparent huge pages (its sparse
+    // heap would be collapsed into them); the image gets the system's
+    // setting back. Best effort: a kernel without the option has no THP.
+    let _ = sys::prctl(libc::PR_SET_THP_DISABLE, 0);
     // Ready: wait for start. EOF means the agent went away or gave up.
     let mut ready = [0u8; 8];
     ready[4..].copy_from_slice(&0i32.to_le_bytes());

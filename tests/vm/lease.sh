@@ -116,10 +116,11 @@ done
 # The idle agent's memory, as the guest's kernel accounts it, against the
 # same binary doing nothing (the holder): a figure, not a check.
 touch "$share/measure"
-for _ in $(seq 60); do [ -s "$share/rss" ] && break; alive; sleep 0.5; done
+for _ in $(seq 90); do [ -s "$share/rss" ] && break; alive; sleep 0.5; done
 read -r agent_kib holder_kib <"$share/rss" || true
 [[ ${agent_kib:-} =~ ^[0-9]+$ && ${holder_kib:-} =~ ^[0-9]+$ ]] || fail "the guest did not measure the agent's RSS: '$(cat "$share/rss" 2>/dev/null)'"
 echo "    idle RSS in the $arch guest: agent $agent_kib KiB, holder (same binary, idle) $holder_kib KiB: $(awk "BEGIN {printf \"%.1f\", $agent_kib / $holder_kib}")x"
+echo "    the agent's RSS 2 s apart before that, KiB: $(cat "$share/rss-series" 2>/dev/null)"
 sed 's/^/      /' "$share/smaps.txt" 2>/dev/null || true
 
 market_buyer

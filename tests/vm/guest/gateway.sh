@@ -42,10 +42,14 @@ while [ $status = 0 ] && [ ! -e "$share/done" ]; do
     if [ -e "$share/measure" ]; then
         rm "$share/measure"
         rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$(systemctl show -p MainPID --value "$1")/status"; }
+        # Eight samples two seconds apart first: a transient, or memory
+        # taken after start-up and kept, shows in the series.
+        for _ in 1 2 3 4 5 6 7 8; do printf '%s ' "$(rss dedge-agent)"; sleep 2; done >"$share/rss-series"
         # Where the agent's resident memory is: mappings over 256 KiB
         # (written before the figure the host waits for).
-        awk '/^[0-9a-f]+-[0-9a-f]+ / { map = $0 } /^Rss:/ && $2 > 256 { print $2 " kB  " map }' \
-            "/proc/$(main_pid)/smaps" >"$share/smaps.txt" 2>&1 || true
+        { echo "THP $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo none), agent's: $(grep -h '^AnonHugePages' "/proc/$(main_pid)/smaps_rollup")"
+          awk '/^[0-9a-f]+-[0-9a-f]+ / { map = $0 } /^Rss:/ && $2 > 256 { print $2 " kB  " map }' \
+            "/proc/$(main_pid)/smaps"; } >"$share/smaps.txt" 2>&1 || true
         echo "$(rss dedge-agent) $(rss dedge-leases)" >"$share/rss"
     fi
     if [ -e "$share/restart-agent" ]; then
