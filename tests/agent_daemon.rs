@@ -434,6 +434,35 @@ impl Drop for Running {
     }
 }
 
+/// A board for `dedge agent` as a process: on a free port of its own, with
+/// a key made by `dedge key new`. The port, the board, the gateway.
+fn process_board(
+    w: &World,
+    ipfs: Option<&gateway::Gateway>,
+    sim: Option<&Simulator>,
+) -> (u16, PathBuf, Address) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let board = w.board(ipfs, sim, |t| {
+        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
+    });
+    let (code, gw, err) = cli::dedge(&["key", "new", "--board", board.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    (port, board, gw.trim().parse().unwrap())
+}
+
+/// The key `process_board` made, registered on chain.
+fn registered_gateway(w: &World) -> Signer {
+    let gateway =
+        dedge::chain::keystore::load(&w.dir.path().join("target/dev-gateway/key.json"), b"pw")
+            .unwrap();
+    w.register(&gateway);
+    gateway
+}
+
 /// `dedge agent --board` as a process.
 fn agent_process(board: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_dedge"))
@@ -518,18 +547,8 @@ fn the_agent_command_serves_reports_and_stops_on_sigterm() {
         return;
     }
     let w = World::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let board = w.board(None, None, |t| {
-        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
-    });
+    let (port, board, gw) = process_board(&w, None, None);
     let b = board.to_str().unwrap();
-    let (code, gw, err) = cli::dedge(&["key", "new", "--board", b]);
-    assert_eq!(code, 0, "{err}");
-    let gw: Address = gw.trim().parse().unwrap();
 
     let mut agent = agent_process(b);
     let mut s = w.session(port, gw);
@@ -594,21 +613,9 @@ fn an_agent_whose_disk_cannot_sync_stops() {
         return;
     }
     let w = World::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let board_path = w.board(None, None, |t| {
-        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
-    });
+    let (port, board_path, _) = process_board(&w, None, None);
     let b = board_path.to_str().unwrap();
-    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
-    assert_eq!(code, 0, "{err}");
-    let gateway =
-        dedge::chain::keystore::load(&w.dir.path().join("target/dev-gateway/key.json"), b"pw")
-            .unwrap();
-    w.register(&gateway);
+    let gateway = registered_gateway(&w);
     let board = BoardFile::load(&board_path).unwrap().board;
     // Its own process group, so that a failed test stops the agent too,
     // not only strace.
@@ -668,21 +675,9 @@ fn a_seller_killed_mid_lease_resumes_it_and_loses_no_payment() {
         "while true; do {READ_INT8}; echo; sleep 0.5; done"
     ));
     let sim = Simulator::start(&[]);
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let board_path = w.board(Some(&ipfs), Some(&sim), |t| {
-        t.replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"))
-    });
+    let (port, board_path, _) = process_board(&w, Some(&ipfs), Some(&sim));
     let b = board_path.to_str().unwrap();
-    let (code, _, err) = cli::dedge(&["key", "new", "--board", b]);
-    assert_eq!(code, 0, "{err}");
-    let gateway =
-        dedge::chain::keystore::load(&w.dir.path().join("target/dev-gateway/key.json"), b"pw")
-            .unwrap();
-    w.register(&gateway);
+    let gateway = registered_gateway(&w);
     let board = BoardFile::load(&board_path).unwrap().board;
 
     let mut agent = agent_process(b);
