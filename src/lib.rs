@@ -14,7 +14,11 @@ pub mod chain;
 pub mod channel;
 pub mod cli;
 #[forbid(unsafe_code)]
+pub mod control;
+#[forbid(unsafe_code)]
 pub mod edgex;
+#[forbid(unsafe_code)]
+pub mod fleet;
 #[forbid(unsafe_code)]
 pub mod http_agent;
 #[forbid(unsafe_code)]

@@ -27,7 +27,10 @@ pub fn init(level: LevelFilter, format: LogFormat) {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // Our dependencies (sled, ureq, rustls) say at debug level what
+        // only their own developers want, at every request: info at most.
+        let ours = metadata.target().starts_with("dedge");
+        metadata.level() <= log::max_level() && (ours || metadata.level() <= log::Level::Info)
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -115,6 +118,24 @@ pub(crate) fn untrusted(text: &str, max: usize) -> String {
         .take(max)
         .flat_map(char::escape_debug)
         .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Text from outside shown to a person (a gateway's report on chain, read
+/// by the operator's CLI): at most `max` characters, control characters
+/// escaped, quotes kept (it is not put inside quotes).
+pub(crate) fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
     if text.chars().nth(max).is_some() {
         out.push('…');
     }

@@ -408,6 +408,7 @@ fn market_follower(w: &World, confirmations: u64) -> dedge::chain::events::Follo
         Filter {
             addresses: vec![w.d.market],
             topics0: vec![],
+            topic1: None,
         },
         0,
         confirmations,

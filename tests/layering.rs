@@ -14,76 +14,88 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     (
         "units.rs",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime",
         ],
     ),
     (
         "logger.rs",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime",
         ],
     ),
     (
         "store",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime",
         ],
     ),
     (
         "tcp_server.rs",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime",
         ],
     ),
     (
         "http_agent.rs",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime",
         ],
     ),
     (
         "chain",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime", "channel", "p2p",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime", "channel",
+            "p2p",
         ],
     ),
     (
         "channel",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime", "p2p",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime", "p2p",
         ],
     ),
     (
         "p2p",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime", "channel",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime", "channel",
         ],
     ),
     (
         "ipfs",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "runtime", "chain",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "runtime", "chain",
         ],
     ),
     (
         "runtime",
         &[
-            "board", "market", "agent", "buyer", "cli", "edgex", "chain", "channel", "p2p",
+            "board", "control", "market", "agent", "buyer", "cli", "edgex", "chain", "channel",
+            "p2p",
         ],
     ),
     // EdgeX reads its part of the board (`from_board`) and nothing above.
     (
         "edgex",
         &[
-            "market", "agent", "buyer", "cli", "runtime", "chain", "channel", "p2p",
+            "control", "market", "agent", "buyer", "cli", "runtime", "chain", "channel", "p2p",
         ],
     ),
     // The paper's flows: no roles.
     ("market", &["agent", "buyer", "cli"]),
-    ("board", &["agent", "buyer", "cli"]),
-    // The two roles never name each other; only the CLI names both.
-    ("agent", &["buyer", "cli"]),
-    ("buyer", &["agent", "cli"]),
+    ("board", &["control", "agent", "buyer", "cli"]),
+    // The operator's commands: the board's vocabulary, no chain, no roles,
+    // nothing the market or the sandbox owns.
+    (
+        "control",
+        &[
+            "market", "agent", "buyer", "cli", "runtime", "chain", "channel", "p2p", "ipfs",
+            "edgex",
+        ],
+    ),
+    // The roles never name each other; only the CLI names them all.
+    ("agent", &["buyer", "fleet", "cli"]),
+    ("buyer", &["agent", "fleet", "cli"]),
+    ("fleet", &["agent", "buyer", "cli"]),
 ];
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {

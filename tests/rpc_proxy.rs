@@ -187,6 +187,7 @@ fn a_forged_log_is_rejected() {
     let filter = Filter {
         addresses: vec![d.registry],
         topics0: vec![],
+        topic1: None,
     };
     let lying = client(vec![proxy(anvil.url.clone(), Mode::ForgeLogs)]);
     let f = Follower::new(

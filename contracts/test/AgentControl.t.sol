@@ -57,4 +57,84 @@ contract AgentControlTest is Fixture {
         assertEq(control.post(gateway, new bytes(4096)), 1, "max size accepted");
         vm.stopPrank();
     }
+
+    function test_the_gateway_reports_each_command_in_order() public {
+        vm.startPrank(operator);
+        control.post(gateway, hex"01");
+        control.post(gateway, hex"02");
+        vm.stopPrank();
+        vm.startPrank(gateway);
+        // Nothing before the first, nothing skipped.
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 2, 1, 2));
+        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        control.report(1, AgentControl.Outcome.Refused, 0, "dedge 0.1.0", "expired");
+        assertEq(control.reported(gateway), 1, "first reported");
+        // Not twice.
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 1, 2, 2));
+        control.report(1, AgentControl.Outcome.Applied, 0, "dedge 0.1.0", "");
+        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        // Nothing that was not posted.
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 3, 3, 2));
+        control.report(3, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        vm.stopPrank();
+        assertEq(control.reported(gateway), 2, "second reported");
+    }
+
+    function test_a_report_is_the_gateways_own_and_names_an_outcome() public {
+        vm.prank(operator);
+        control.post(gateway, hex"01");
+        // Someone else reporting reports on its own (empty) sequence.
+        vm.prank(operator);
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, operator, 1, 1, 0));
+        control.report(1, AgentControl.Outcome.Applied, 0, "", "");
+        vm.startPrank(gateway);
+        vm.expectRevert(AgentControl.NoOutcome.selector);
+        control.report(1, AgentControl.Outcome.None, 0, "", "");
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 257, 256));
+        control.report(1, AgentControl.Outcome.Failed, 0, "", string(new bytes(257)));
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 65, 64));
+        control.report(1, AgentControl.Outcome.Failed, 0, string(new bytes(65)), "");
+        control.report(1, AgentControl.Outcome.Failed, 0, string(new bytes(64)), string(new bytes(256)));
+        vm.stopPrank();
+        assertEq(control.reported(gateway), 1, "reported at the limits");
+    }
+
+    function test_reports_continue_across_an_operator_transfer() public {
+        vm.prank(operator);
+        control.post(gateway, hex"01");
+        vm.prank(operator);
+        registry.transferGateway(gateway, stranger);
+        vm.prank(stranger);
+        registry.acceptGateway(gateway);
+        vm.prank(stranger);
+        control.post(gateway, hex"02");
+        vm.startPrank(gateway);
+        control.report(1, AgentControl.Outcome.Refused, 0, "dedge", "posted by a previous operator");
+        control.report(2, AgentControl.Outcome.Applied, 2, "dedge", "");
+        vm.stopPrank();
+        assertEq(control.reported(gateway), 2, "both");
+    }
+
+    event log_named_uint(string key, uint256 val);
+
+    /// The gas of a typical command (a price change, 60 bytes) and of its
+    /// report, on a gateway that has had commands before (warm counters).
+    function test_gas_of_a_command_and_its_report() public {
+        vm.prank(operator);
+        control.post(gateway, new bytes(60));
+        vm.prank(gateway);
+        control.report(1, AgentControl.Outcome.Applied, 1, "dedge 0.1.0", "");
+        vm.prank(operator);
+        uint256 g = gasleft();
+        control.post(gateway, new bytes(60));
+        uint256 post = g - gasleft();
+        vm.prank(gateway);
+        g = gasleft();
+        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        uint256 report = g - gasleft();
+        emit log_named_uint("post (60-byte command, execution)", post);
+        emit log_named_uint("report (applied, execution)", report);
+        assertLe(post, 45_000, "post");
+        assertLe(report, 40_000, "report");
+    }
 }

@@ -7,7 +7,7 @@
 use alloy_primitives::Address;
 
 use super::lease::{Lease, Terms};
-use crate::board::Board;
+use crate::control::overlay::{Selling, Settings, Tenants};
 use crate::edgex::catalogue::Catalogue;
 use crate::edgex::grants::grants_from_offer;
 use crate::market::capabilities::lease_price;
@@ -26,22 +26,36 @@ pub struct Policy {
     device_second: Option<u128>,
     min_lease_s: u64,
     payment_interval_s: u64,
+    /// Whether the operator lets the gateway take new leases.
+    selling: Selling,
+    tenants: Tenants,
 }
 
 impl Policy {
-    pub fn from_board(b: &Board, gateway: Address) -> Policy {
+    /// The board alone, before any command.
+    pub fn from_board(b: &crate::board::Board, gateway: Address) -> Policy {
+        let none = crate::control::Overlay::default();
+        Policy::new(b, &Settings::new(b, &none), gateway)
+    }
+
+    /// The board's `[pricing]` times, with what the operator's commands
+    /// set (`settings`: capacity, prices, selling, tenants).
+    pub fn new(b: &crate::board::Board, s: &Settings, gateway: Address) -> Policy {
         let p = &b.pricing;
+        let (c, price) = (&s.capacity.value, &s.prices.value);
         Policy {
             gateway,
-            cpu_millicores: b.resources.cpu_millicores,
-            memory: b.resources.memory.bytes(),
-            disk: b.resources.disk.bytes(),
-            max_leases: b.resources.max_leases,
-            cpu_core_second: p.cpu_core_second.wei(),
-            memory_gib_second: p.memory_gib_second.wei(),
-            device_second: p.device_second.map(|d| d.wei()),
+            cpu_millicores: c.cpu_millicores,
+            memory: c.memory,
+            disk: c.disk,
+            max_leases: c.max_leases,
+            cpu_core_second: price.cpu_core_second,
+            memory_gib_second: price.memory_gib_second,
+            device_second: price.device_second,
             min_lease_s: p.min_lease.get().as_secs(),
             payment_interval_s: p.payment_interval.get().as_secs(),
+            selling: s.selling.value,
+            tenants: s.tenants.value.clone(),
         }
     }
 }
@@ -60,6 +74,16 @@ pub(crate) fn admit(
             Address::from(t.gateway),
             policy.gateway
         ));
+    }
+    match policy.selling {
+        Selling::Open => {}
+        Selling::Paused => return Err("the gateway's operator paused it: no new leases".into()),
+        Selling::Draining => {
+            return Err("the gateway's operator is draining it: no new leases".into());
+        }
+    }
+    if let Some(why) = policy.tenants.refuses(Address::from(t.buyer)) {
+        return Err(why);
     }
     if t.expiry <= now {
         return Err(format!("the offer expired at {} (now {now})", t.expiry));
@@ -163,6 +187,8 @@ mod tests {
             device_second: Some(10_000),
             min_lease_s: 60,
             payment_interval_s: 5,
+            selling: Selling::Open,
+            tenants: Tenants::default(),
         }
     }
 
@@ -341,6 +367,47 @@ mod tests {
         let mut done = held(900);
         done.state = State::Settled;
         admit(&p, &offer(), &[done], &c, 1_000).unwrap();
+        for (selling, why) in [
+            (Selling::Paused, "paused it"),
+            (Selling::Draining, "draining it"),
+        ] {
+            let p = Policy {
+                selling,
+                ..policy()
+            };
+            let got = admit(&p, &offer(), &[], &c, 1_000).unwrap_err();
+            assert!(got.contains(why), "{got}");
+        }
+        let buyer = Address::from(offer().buyer);
+        let denied = Policy {
+            tenants: Tenants {
+                allow: vec![],
+                deny: vec![buyer],
+            },
+            ..policy()
+        };
+        let got = admit(&denied, &offer(), &[], &c, 1_000).unwrap_err();
+        assert!(
+            got.contains("is refused by this gateway's operator"),
+            "{got}"
+        );
+        let others_only = Policy {
+            tenants: Tenants {
+                allow: vec![Address::repeat_byte(7)],
+                deny: vec![],
+            },
+            ..policy()
+        };
+        let got = admit(&others_only, &offer(), &[], &c, 1_000).unwrap_err();
+        assert!(got.contains("is not on it"), "{got}");
+        let listed = Policy {
+            tenants: Tenants {
+                allow: vec![buyer],
+                deny: vec![],
+            },
+            ..policy()
+        };
+        admit(&listed, &offer(), &[], &c, 1_000).unwrap();
         let no_devices = Policy {
             device_second: None,
             ..policy()

@@ -32,13 +32,28 @@ enum Decision {
     Renew,
     /// What the gateway sells is not what the advert says.
     Changed,
+    /// The operator stopped it selling (pause, drain) and an advert is live.
+    Withdraw,
+    /// Not selling, and no advert live.
+    Withdrawn,
 }
 
 /// The decision for an advert expiring at `expiry` (0: none) whose
 /// document hashes to `advertised`, when the gateway sells `selling`.
-fn decide(registered: bool, expiry: u64, advertised: B256, selling: B256, now: u64) -> Decision {
+fn decide(
+    registered: bool,
+    open: bool,
+    expiry: u64,
+    advertised: B256,
+    selling: B256,
+    now: u64,
+) -> Decision {
     if !registered {
         Decision::Unregistered
+    } else if !open && expiry > now {
+        Decision::Withdraw
+    } else if !open {
+        Decision::Withdrawn
     } else if expiry <= now {
         Decision::Advertise
     } else if expiry - now < RENEW_BEFORE {
@@ -65,9 +80,22 @@ impl Advertiser {
         }
     }
 
+    /// The next `step` checks at once (the operator changed what is sold).
+    pub(crate) fn check_now(&mut self) {
+        self.last = None;
+    }
+
     /// Checks the advert if `CHECK_EVERY` has passed, and advertises
-    /// `caps` when it is due.
-    pub(crate) fn step(&mut self, tx: &TxSender, rpc: &Rpc, d: &Deployment, caps: &Capabilities) {
+    /// `caps` when it is due; withdraws it while the gateway is not `open`
+    /// (paused or draining).
+    pub(crate) fn step(
+        &mut self,
+        tx: &TxSender,
+        rpc: &Rpc,
+        d: &Deployment,
+        caps: &Capabilities,
+        open: bool,
+    ) {
         if self.last.is_some_and(|t| t.elapsed() < CHECK_EVERY) {
             return;
         }
@@ -88,13 +116,26 @@ impl Advertiser {
         let (_, selling, _) = caps.encode();
         let decision = decide(
             registered,
+            open,
             advert.expiry.to::<u64>(),
             advert.capabilitiesHash,
             selling,
             super::lease::UnixTime::now().0,
         );
         match decision {
-            Decision::Fresh => {}
+            Decision::Fresh | Decision::Withdrawn => {}
+            Decision::Withdraw => {
+                let call = IRegistry::withdrawCall { gateway };
+                match tx.execute(d.registry, &call) {
+                    Ok(_) => {
+                        log::info!("advert withdrawn: the operator stopped the gateway selling")
+                    }
+                    Err(e) => log::error!(
+                        "withdrawing the advert: {e}; retrying in {} s",
+                        CHECK_EVERY.as_secs()
+                    ),
+                }
+            }
             Decision::Unregistered => {
                 if !self.said_unregistered {
                     log::warn!(
@@ -128,14 +169,24 @@ mod tests {
     fn adverts_are_made_renewed_and_updated_when_due() {
         let (a, b) = (B256::repeat_byte(1), B256::repeat_byte(2));
         let now = 1_000_000;
-        assert_eq!(decide(false, 0, a, a, now), Decision::Unregistered);
-        assert_eq!(decide(true, 0, B256::ZERO, a, now), Decision::Advertise);
-        assert_eq!(decide(true, now, a, a, now), Decision::Advertise);
-        assert_eq!(decide(true, now + 60, a, a, now), Decision::Renew);
-        assert_eq!(decide(true, now + RENEW_BEFORE, a, a, now), Decision::Fresh);
+        assert_eq!(decide(false, true, 0, a, a, now), Decision::Unregistered);
         assert_eq!(
-            decide(true, now + RENEW_BEFORE, a, b, now),
+            decide(true, true, 0, B256::ZERO, a, now),
+            Decision::Advertise
+        );
+        assert_eq!(decide(true, true, now, a, a, now), Decision::Advertise);
+        assert_eq!(decide(true, true, now + 60, a, a, now), Decision::Renew);
+        assert_eq!(
+            decide(true, true, now + RENEW_BEFORE, a, a, now),
+            Decision::Fresh
+        );
+        assert_eq!(
+            decide(true, true, now + RENEW_BEFORE, a, b, now),
             Decision::Changed
         );
+        // Paused or draining: the live advert goes, none is made.
+        assert_eq!(decide(true, false, now + 60, a, b, now), Decision::Withdraw);
+        assert_eq!(decide(true, false, 0, a, b, now), Decision::Withdrawn);
+        assert_eq!(decide(true, false, now, a, a, now), Decision::Withdrawn);
     }
 }

@@ -16,6 +16,7 @@ use alloy_primitives::{Address, U256};
 use super::admission::Policy;
 use super::advert::Advertiser;
 use super::backends;
+use super::control::{self as commands, Controller, Effects};
 use super::deploy::{Deployed, Deployer, EdgexWiring, container_id};
 use super::executor::{ChainQueue, Executor, Running};
 use super::lease::{Lease, LeaseBook, State, UnixTime};
@@ -26,9 +27,14 @@ use super::settle::MarketHands;
 use super::{Error, Result, endpoint};
 use crate::board::BackendPolicy;
 use crate::board::Board;
+use crate::chain::events::Follower;
 use crate::chain::tx::{TxPolicy, TxSender};
 use crate::chain::{Deployment, Rpc, Signer};
 use crate::channel::{ChannelId, Receiver};
+use crate::control::Overlay;
+use crate::control::command::{Capacity, DeviceSale};
+use crate::control::decide::Held;
+use crate::control::overlay::{Selling, Settings, board_capacity};
 use crate::edgex::bridge::BridgeLimits;
 use crate::edgex::catalogue::{Catalogue, Refresher};
 use crate::edgex::client::Client;
@@ -46,6 +52,8 @@ use crate::tcp_server::TcpServer;
 const LOG_CHUNK: usize = 64 << 10;
 /// The most of a buyer's termination reason the lease record keeps.
 const MAX_REASON: usize = 200;
+/// How often the operator's commands are looked for.
+const COMMAND_POLL: Duration = Duration::from_secs(1);
 
 pub struct Agent {
     signer: Signer,
@@ -55,9 +63,13 @@ pub struct Agent {
     tx_policy: TxPolicy,
     pub book: LeaseBook,
     receiver: Receiver,
-    policy: Policy,
+    /// The vendor's board file, under the operator's overlay (`settings`).
+    board: Board,
+    /// What the board and the operator's applied commands say now.
+    settings: RwLock<Settings>,
+    policy: RwLock<Policy>,
     catalogue: Arc<RwLock<Catalogue>>,
-    _refresher: Option<Refresher>,
+    refresher: Option<Refresher>,
     edgex: Option<EdgexWiring>,
     images: ImageStore,
     runtime: Runtime,
@@ -78,12 +90,19 @@ pub struct Agent {
     /// those moved out were paid in all (what the status shows as earned,
     /// without reading them every second).
     pruned: Mutex<(UnixTime, u128)>,
-    /// What the board sells (devices from the EdgeX catalogue, if any).
-    caps: Capabilities,
+    /// What the gateway sells (devices from the EdgeX catalogue, if any).
+    caps: RwLock<Capabilities>,
     advertiser: Mutex<Advertiser>,
-    /// The board's backend policy, and each running lease's backends.
-    backends: BackendPolicy,
+    /// The backend policy new deploys get, and each running lease's
+    /// backends.
+    backends: RwLock<BackendPolicy>,
     backend_names: Tree,
+    /// The operator's commands: their records, and the follower of the
+    /// `Command` events (made once the chain first answers).
+    controller: Controller,
+    follower: Mutex<Option<Follower>>,
+    /// Blocks a command must be under before it is taken.
+    confirmations: u64,
 }
 
 fn setup<E>(what: &'static str) -> impl Fn(E) -> Error
@@ -163,8 +182,22 @@ impl Agent {
             None => (Arc::new(RwLock::new(Catalogue::default())), None, None),
         };
         let backend_names = store.tree("backends").map_err(setup("backends"))?;
+        let controller = Controller::new(
+            store.tree("control").map_err(setup("commands"))?,
+            &d,
+            signer.address(),
+        );
+        let overlay = controller.overlay().map_err(setup("commands"))?;
+        let settings = Settings::new(board, &overlay);
         let agent = Agent {
-            policy: Policy::from_board(board, signer.address()),
+            policy: RwLock::new(Policy::new(board, &settings, signer.address())),
+            caps: RwLock::new(Capabilities::from_settings(board, &settings)),
+            backends: RwLock::new(settings.backends.value),
+            settings: RwLock::new(settings),
+            board: board.clone(),
+            controller,
+            follower: Mutex::new(None),
+            confirmations: u64::from(board.chain.confirmations),
             platform: Platform::of(board.board.arch),
             signer,
             rpc,
@@ -174,7 +207,7 @@ impl Agent {
             book,
             receiver,
             catalogue,
-            _refresher: refresher,
+            refresher,
             edgex,
             images,
             runtime,
@@ -186,13 +219,17 @@ impl Agent {
             rules: OnceLock::new(),
             queue: ChainQueue::default(),
             pruned: Mutex::new((UnixTime(0), 0)),
-            caps: Capabilities::from_board(board),
-            backends: board.agent.backends,
             backend_names,
             advertiser: Mutex::new(Advertiser::new(board.agent.public.to_string())),
         };
         agent.restart_leases();
         agent.reattach();
+        // The configuration the records hold, in force before anything
+        // serves; an eviction recorded but not carried out, carried out.
+        agent.configure(&overlay);
+        if let Err(e) = agent.controller.finish(&agent) {
+            log::error!("commands: {}", logger::chain(&e));
+        }
         Ok(agent)
     }
 
@@ -235,7 +272,14 @@ impl Agent {
                     .ok(),
                 _ => None,
             };
-            let forwards = reopen_backends(&self.backend_names, &l, self.backends, record.init.pid);
+            // The vendor's policy, not the operator's: a command changes
+            // the backends of new leases only.
+            let forwards = reopen_backends(
+                &self.backend_names,
+                &l,
+                self.board.agent.backends,
+                record.init.pid,
+            );
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -310,9 +354,14 @@ impl Agent {
         let now = UnixTime::now();
         let answer = match body {
             Body::Offer { terms, signature } => self.with_executor(|exec| {
+                let policy = self
+                    .policy
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 OfferDesk {
                     exec,
-                    policy: &self.policy,
+                    policy: &policy,
                     catalogue: &self.catalogue,
                     rpc: &self.rpc,
                     deployment: &self.d,
@@ -352,7 +401,7 @@ impl Agent {
                     platform: self.platform.clone(),
                     incoming: self.data.join("incoming"),
                     edgex: self.edgex.as_ref(),
-                    backends: self.backends,
+                    backends: *self.backends.read().unwrap_or_else(|p| p.into_inner()),
                     wiring: &self.backend_names,
                 };
                 match deployer.deploy(peer, lease, &image_cid, &manifest_digest, &backends, now) {
@@ -566,17 +615,44 @@ impl Agent {
         let held: Vec<_> = leases.iter().filter(|l| l.holds_resources()).collect();
         let sum = |f: fn(&Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
         let ended = self.pruned.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let settings = self
+            .settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // A drain is over once no lease holds anything.
+        let selling = match settings.selling.value {
+            Selling::Draining if held.is_empty() => "drained",
+            s => s.name(),
+        };
         let earned: u128 = ended + leases.iter().map(|l| l.paid.wei()).sum::<u128>();
         serde_json::json!({
             "gateway": self.signer.address(),
             "time": now.0,
             "resources": {
-                "cpu_millicores": {"held": sum(|l| u64::from(l.terms.cpu_millicores)), "of": self.policy.cpu_millicores},
-                "memory": {"held": sum(|l| l.terms.memory_bytes), "of": self.policy.memory},
-                "disk": {"held": sum(|l| l.terms.disk_bytes), "of": self.policy.disk},
-                "leases": {"held": held.len(), "of": self.policy.max_leases},
+                "cpu_millicores": {"held": sum(|l| u64::from(l.terms.cpu_millicores)), "of": policy.cpu_millicores},
+                "memory": {"held": sum(|l| l.terms.memory_bytes), "of": policy.memory},
+                "disk": {"held": sum(|l| l.terms.disk_bytes), "of": policy.disk},
+                "leases": {"held": held.len(), "of": policy.max_leases},
             },
             "earned": earned.to_string(),
+            "selling": selling,
+            "config": settings.to_json(),
+            "commands": self.controller.recent(10).iter().map(|r| serde_json::json!({
+                "seq": r.seq,
+                "command": r.command,
+                "operator": r.operator,
+                "block": r.block,
+                "outcome": r.outcome.name(),
+                "detail": r.detail,
+                "pending": r.todo.is_some(),
+                "suspended": r.suspended,
+            })).collect::<Vec<_>>(),
             "leases": leases.iter().map(|l| serde_json::json!({
                 "lease": l.id.to_string(),
                 "buyer": l.terms.buyer(),
@@ -604,7 +680,14 @@ impl Agent {
     /// Keeps the gateway's advert live and true to what it sells
     /// (`advert`); each check at most every few minutes.
     fn keep_advertised(&self) {
-        let mut caps = self.caps.clone();
+        let mut caps = self.caps.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let open = self
+            .settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .selling
+            .value
+            == Selling::Open;
         if self.edgex.is_some() {
             caps.devices = self
                 .catalogue
@@ -620,7 +703,91 @@ impl Agent {
         self.advertiser
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .step(&tx, &self.rpc, &self.d, &caps);
+            .step(&tx, &self.rpc, &self.d, &caps, open);
+    }
+
+    /// Reads and takes the operator's new commands, then reports the next
+    /// outcome not yet on chain. Errors are logged; the next call retries
+    /// from where the records and the cursor are.
+    fn follow_commands(&self) {
+        let mut follower = self.follower.lock().unwrap_or_else(|p| p.into_inner());
+        if follower.is_none() {
+            match self.command_follower() {
+                Ok(f) => *follower = Some(f),
+                Err(e) => return log::warn!("commands: {}", logger::chain(&e)),
+            }
+        }
+        let Some(f) = follower.as_ref() else { return };
+        if let Err(e) = self.controller.follow(f, &self.rpc, self) {
+            log::warn!("commands: {}", logger::chain(&e));
+        }
+        drop(follower);
+        let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let sent = self.seller().map_err(|e| e.to_string()).and_then(|tx| {
+            self.controller
+                .report_next(&tx)
+                .map_err(|e| logger::chain(&e))
+        });
+        if let Err(e) = sent {
+            log::warn!("commands: report: {e}");
+        }
+    }
+
+    /// The follower of this gateway's commands. With no cursor stored yet:
+    /// from the current block if no command was ever posted for it, else
+    /// from the chain's start (commands posted before its first run).
+    fn command_follower(&self) -> std::result::Result<Follower, crate::chain::Error> {
+        let cursors = self
+            .store
+            .tree("cursors")
+            .map_err(crate::chain::Error::Store)?;
+        let posted: u64 = crate::chain::tx::view(
+            &self.rpc,
+            self.d.control,
+            &crate::chain::bindings::IAgentControl::sequenceCall {
+                gateway: self.address(),
+            },
+        )?;
+        let start = if posted == 0 {
+            let head: alloy_primitives::U64 =
+                self.rpc.call("eth_blockNumber", serde_json::json!([]))?;
+            head.to::<u64>().saturating_sub(self.confirmations)
+        } else {
+            0
+        };
+        commands::follower(cursors, &self.d, self.address(), start, self.confirmations)
+    }
+
+    /// Puts the configuration `overlay` makes in force.
+    fn configure(&self, overlay: &Overlay) {
+        let s = Settings::new(&self.board, overlay);
+        let old_devices = {
+            let mut cur = self.settings.write().unwrap_or_else(|p| p.into_inner());
+            let old = cur.devices.value.clone();
+            *cur = s.clone();
+            old
+        };
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
+            Policy::new(&self.board, &s, self.address());
+        *self.caps.write().unwrap_or_else(|p| p.into_inner()) =
+            Capabilities::from_settings(&self.board, &s);
+        *self.backends.write().unwrap_or_else(|p| p.into_inner()) = s.backends.value;
+        if s.log_level.from.is_some() || std::env::var_os("DEDGE_LOG").is_none() {
+            log::set_max_level(s.log_level.value);
+        }
+        if let Some(r) = self
+            .refresher
+            .as_ref()
+            .filter(|_| old_devices != s.devices.value)
+        {
+            if let Err(e) = r.set_offers(s.board_devices()) {
+                log::warn!("edgex catalogue: {e}; the new offers are read at the next refresh");
+            }
+        }
+        self.advertiser
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_now();
     }
 
     /// Runs `tick` every `every` until `stop` is set or the state
@@ -652,6 +819,12 @@ impl Agent {
                     std::thread::sleep(Duration::from_millis(500));
                 }
             });
+            s.spawn(|| {
+                while !halt.load(SeqCst) {
+                    self.follow_commands();
+                    std::thread::sleep(COMMAND_POLL);
+                }
+            });
             while !stop.load(SeqCst) {
                 if self.store.failed() {
                     log::error!("the state database failed to sync: stopping");
@@ -669,6 +842,71 @@ impl Agent {
     /// and the agent must exit for a restart.
     pub(crate) fn store_failed(&self) -> bool {
         self.store.failed()
+    }
+}
+
+impl Effects for Agent {
+    fn held(&self) -> Held {
+        let leases = self.book.all().unwrap_or_default();
+        let held: Vec<&Lease> = leases.iter().filter(|l| l.holds_resources()).collect();
+        Held {
+            cpu_millicores: held.iter().map(|l| u64::from(l.terms.cpu_millicores)).sum(),
+            memory: held.iter().map(|l| l.terms.memory_bytes).sum(),
+            disk: held.iter().map(|l| l.terms.disk_bytes).sum(),
+            leases: held.len() as u64,
+        }
+    }
+
+    fn devices(&self, overlay: &Overlay) -> Vec<DeviceSale> {
+        Settings::new(&self.board, overlay).devices.value
+    }
+
+    fn has_edgex(&self) -> bool {
+        self.board.edgex.is_some()
+    }
+
+    fn ceiling(&self) -> Capacity {
+        board_capacity(&self.board)
+    }
+
+    fn check_devices(&self, add: &[DeviceSale]) -> std::result::Result<(), String> {
+        let Some(r) = &self.refresher else {
+            return Err("this board sells no EdgeX devices".into());
+        };
+        let offers: Vec<crate::board::Device> = add
+            .iter()
+            .map(|d| crate::board::Device {
+                name: d.name.clone(),
+                read: d.read.clone(),
+                write: d.write.clone(),
+            })
+            .collect();
+        r.check(&offers)
+    }
+
+    fn evict(&self, lease: [u8; 32], reason: &str) -> std::result::Result<bool, String> {
+        let id = LeaseId(lease);
+        let Some(l) = self.book.get(&id).map_err(|e| logger::chain(&e))? else {
+            return Ok(false);
+        };
+        match l.state {
+            State::Offered | State::Accepting => {
+                return Err(format!(
+                    "lease {id} is still being accepted; evict it again once it runs"
+                ));
+            }
+            s if s.is_terminal() || s == State::Terminating => return Ok(false),
+            _ => {}
+        }
+        let event = Event::Evict(reason.to_string());
+        self.with_executor(|exec| exec.feed(&id, &event, UnixTime::now()))
+            .map_err(|e| logger::chain(&e))?
+            .map_err(|e| logger::chain(&e))?;
+        Ok(true)
+    }
+
+    fn configure(&self, overlay: &Overlay) {
+        Agent::configure(self, overlay)
     }
 }
 

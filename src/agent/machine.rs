@@ -149,6 +149,9 @@ pub enum Event {
     },
     /// The buyer ends the lease.
     Terminate(String),
+    /// The gateway's operator ends the lease (`evict`): settled for the
+    /// time served, like any other end.
+    Evict(String),
     /// The lease's container is stopped and removed.
     TornDown,
     /// A chain read of the lease.
@@ -174,6 +177,7 @@ impl Event {
             Event::Paid { .. } => "paid",
             Event::Tick { .. } => "tick",
             Event::Terminate(_) => "terminate",
+            Event::Evict(_) => "evict",
             Event::TornDown => "torn down",
             Event::Chain(_) => "chain read",
             Event::ChainFailed => "chain failed",
@@ -375,8 +379,17 @@ pub fn step(
             Accepted | FeePaid | ChannelProven | Deploying | Running | Frozen,
             Event::Terminate(why),
         ) => terminate(&mut l, now, format!("the buyer ended it: {why}"), &mut fx),
-        // Ending an ended lease again is not an error: the buyer may retry.
-        (Terminating | Settled | Refused | Expired, Event::Terminate(_)) => {}
+        (Accepted | FeePaid | ChannelProven | Deploying | Running | Frozen, Event::Evict(why)) => {
+            terminate(
+                &mut l,
+                now,
+                format!("evicted by the gateway's operator: {why}"),
+                &mut fx,
+            )
+        }
+        // Ending an ended lease again is not an error: the buyer may retry,
+        // a command be taken again.
+        (Terminating | Settled | Refused | Expired, Event::Terminate(_) | Event::Evict(_)) => {}
 
         // Every state's tick and restart that has nothing to do.
         (_, Event::Tick { .. } | Event::Restarted) => {}

@@ -31,6 +31,7 @@
 pub mod admission;
 pub mod advert;
 pub mod backends;
+pub(crate) mod control;
 pub mod daemon;
 pub mod deploy;
 pub mod endpoint;

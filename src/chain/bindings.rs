@@ -55,6 +55,7 @@ mod generated {
             function domainSeparator() external view returns (bytes32);
             event GatewayRegistered(address indexed gateway, address indexed operator);
             event GatewayRevoked(address indexed gateway, address indexed operator);
+            event GatewayTransferred(address indexed gateway, address indexed from, address indexed to);
             event Advertised(address indexed gateway, address indexed operator, string endpoint, bytes32 capabilitiesHash, string capabilitiesURI, uint96 pricePerSecond, uint40 expiry, uint256 fee);
             event AdvertRenewed(address indexed gateway, uint40 expiry, uint256 fee);
             event AdvertWithdrawn(address indexed gateway);
@@ -175,10 +176,16 @@ mod generated {
         #[derive(Debug, PartialEq, Eq)]
         interface IAgentControl {
             function post(address gateway, bytes command) external returns (uint64 seq);
+            function report(uint64 seq, uint8 outcome, uint64 configVersion, string agent, string detail) external;
             function sequence(address gateway) external view returns (uint64);
+            function reported(address gateway) external view returns (uint64);
             event Command(address indexed gateway, uint64 indexed seq, address indexed operator, bytes command);
+            event Reported(address indexed gateway, uint64 indexed seq, uint8 outcome, uint64 configVersion, string agent, string detail);
             error NotOperator(address gateway, address caller);
             error BadCommand(uint256 length);
+            error OutOfOrder(address gateway, uint64 seq, uint64 expected, uint64 posted);
+            error NoOutcome();
+            error TextTooLong(uint256 length, uint256 max);
         }
 
         error Error(string message);

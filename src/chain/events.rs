@@ -24,6 +24,8 @@ pub struct Filter {
     pub addresses: Vec<Address>,
     /// Event signatures (topic 0) of interest; empty means all.
     pub topics0: Vec<B256>,
+    /// The first indexed argument (topic 1), when only one is of interest.
+    pub topic1: Option<B256>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -116,10 +118,11 @@ impl Follower {
             });
         }
         let to = safe.min(cur.next + self.max_range - 1);
-        let topics: Value = if self.filter.topics0.is_empty() {
-            json!([])
-        } else {
-            json!([self.filter.topics0])
+        let topics: Value = match (self.filter.topics0.is_empty(), self.filter.topic1) {
+            (true, None) => json!([]),
+            (true, Some(t1)) => json!([null, t1]),
+            (false, None) => json!([self.filter.topics0]),
+            (false, Some(t1)) => json!([self.filter.topics0, t1]),
         };
         let mut logs: Vec<Log> = rpc.call(
             "eth_getLogs",
@@ -133,7 +136,19 @@ impl Follower {
         });
         for l in &logs {
             let n = l.block_number.map(|n| n.to::<u64>()).unwrap_or(u64::MAX);
-            if n < cur.next || n > to || !self.filter.addresses.contains(&l.address) {
+            let topics_match = (self.filter.topics0.is_empty()
+                || l.topics
+                    .first()
+                    .is_some_and(|t| self.filter.topics0.contains(t)))
+                && self
+                    .filter
+                    .topic1
+                    .is_none_or(|t1| l.topics.get(1) == Some(&t1));
+            if n < cur.next
+                || n > to
+                || !self.filter.addresses.contains(&l.address)
+                || !topics_match
+            {
                 return Err(Error::Unverified(format!(
                     "{}: node returned a log outside the query",
                     self.name

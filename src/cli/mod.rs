@@ -11,6 +11,8 @@ mod chain_args;
 #[forbid(unsafe_code)]
 mod edgex;
 #[forbid(unsafe_code)]
+mod fleet;
+#[forbid(unsafe_code)]
 mod gateway;
 #[forbid(unsafe_code)]
 mod image;
@@ -44,6 +46,7 @@ Commands:
   board check [--host] FILE...   check board files
   key new|address FILE           create or read an encrypted key file
   gateway register|advertise     bind a gateway to its operator; advertise it
+  fleet post|ls                  the operator's commands to its gateways; the fleet
   agent [status]                 run the seller agent; what it is doing
   lease create|pay|ls|logs|terminate|invoice
                                  a buyer's lease: offer to invoice
@@ -147,6 +150,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         "board" => board::run(parser),
         "key" => key::run(parser),
         "gateway" => gateway::run(parser),
+        "fleet" => fleet::run(parser),
         "agent" => agent::run(parser),
         "market" => market::run(parser),
         "lease" => lease::run(parser),
@@ -169,6 +173,7 @@ fn help(mut parser: lexopt::Parser) -> Result<(), Error> {
             "board" => board::USAGE,
             "key" => key::USAGE,
             "gateway" => gateway::USAGE,
+            "fleet" => fleet::USAGE,
             "agent" => agent::USAGE,
             "market" => market::USAGE,
             "lease" => lease::USAGE,

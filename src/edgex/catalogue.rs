@@ -164,6 +164,9 @@ impl Catalogue {
 /// or EdgeX removed is refused from then on.
 pub struct Refresher {
     current: Arc<RwLock<Catalogue>>,
+    /// What is offered: the board's devices, or what a command set.
+    offers: Arc<RwLock<Vec<BoardDevice>>>,
+    client: Arc<Client>,
     stop: Arc<(Mutex<bool>, Condvar)>,
     thread: Option<JoinHandle<()>>,
 }
@@ -172,7 +175,12 @@ impl Refresher {
     /// Reads once now (an error leaves the catalogue empty until EdgeX
     /// answers), then every `every`.
     pub fn start(client: Arc<Client>, offers: Vec<BoardDevice>, every: Duration) -> Refresher {
-        let read = move |client: &Client| Catalogue::read(client, &offers);
+        let offers = Arc::new(RwLock::new(offers));
+        let list = offers.clone();
+        let read = move |client: &Client| {
+            let offers = list.read().unwrap_or_else(|p| p.into_inner()).clone();
+            Catalogue::read(client, &offers)
+        };
         let first = read(&client).unwrap_or_else(|e| {
             log::warn!("edgex catalogue: {e}; nothing is offered until EdgeX answers");
             Catalogue::default()
@@ -180,7 +188,7 @@ impl Refresher {
         let current = Arc::new(RwLock::new(first));
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
-            let (current, stop) = (current.clone(), stop.clone());
+            let (current, stop, client) = (current.clone(), stop.clone(), client.clone());
             std::thread::spawn(move || {
                 let (lock, wake) = &*stop;
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,8 +211,31 @@ impl Refresher {
         };
         Refresher {
             current,
+            offers,
+            client,
             stop,
             thread: Some(thread),
+        }
+    }
+
+    /// Offers `offers` from now on, read at once: EdgeX not answering is an
+    /// error and changes nothing.
+    pub fn set_offers(&self, offers: Vec<BoardDevice>) -> Result<(), Error> {
+        let cat = Catalogue::read(&self.client, &offers)?;
+        *self.offers.write().unwrap_or_else(|p| p.into_inner()) = offers;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = cat;
+        Ok(())
+    }
+
+    /// Why EdgeX cannot serve these offers as offered, if it cannot: the
+    /// first problem the catalogue finds (a device it does not have, a
+    /// command the profile lacks, a mode it does not allow).
+    pub fn check(&self, offers: &[BoardDevice]) -> Result<(), String> {
+        let cat = Catalogue::read(&self.client, offers)
+            .map_err(|e| format!("EdgeX did not answer: {e}"))?;
+        match cat.problems.first() {
+            Some(p) => Err(p.clone()),
+            None => Ok(()),
         }
     }
 

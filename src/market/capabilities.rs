@@ -71,6 +71,34 @@ impl Capabilities {
         }
     }
 
+    /// The board's document with what the operator's commands set:
+    /// capacity, prices and the devices on sale (the catalogue, read for
+    /// that list, replaces `devices` when EdgeX answers).
+    pub fn from_settings(b: &Board, s: &crate::control::Settings) -> Capabilities {
+        let (c, p) = (&s.capacity.value, &s.prices.value);
+        Capabilities {
+            cpu_millicores: c.cpu_millicores,
+            memory: c.memory,
+            disk: c.disk,
+            max_leases: c.max_leases,
+            price_cpu_core_second: p.cpu_core_second.to_string(),
+            price_memory_gib_second: p.memory_gib_second.to_string(),
+            price_device_second: p.device_second.map(|d| d.to_string()),
+            devices: s
+                .board_devices()
+                .into_iter()
+                .map(|d| DeviceOffer {
+                    name: d.name,
+                    profile: None,
+                    read: d.read,
+                    write: d.write,
+                    commands: Vec::new(),
+                })
+                .collect(),
+            ..Capabilities::from_board(b)
+        }
+    }
+
     /// The on-chain price: EDG base units per second for one core and one
     /// GiB, a single figure buyers can compare and filter on.
     pub fn reference_price(&self) -> u128 {
