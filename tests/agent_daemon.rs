@@ -1254,3 +1254,121 @@ fn the_buyer_cli_takes_a_lease_from_offer_to_invoice() {
     assert!(out.ends_with("settled"), "{out}\n{err}");
     drop(agent);
 }
+
+/// The operator evicts a running lease through AgentControl: the agent
+/// takes the command, ends the lease for the time served with the reason,
+/// reports the outcome on chain; the lease settles with what was paid
+/// claimed, and the buyer gets the rest of its deposit back by closing its
+/// channel.
+#[test]
+fn an_operator_evicts_a_running_lease_and_it_settles_for_the_time_served() {
+    if !sandbox::can_run("an_operator_evicts_a_running_lease_and_it_settles_for_the_time_served") {
+        return;
+    }
+    use dedge::chain::bindings::IAgentControl;
+    use dedge::control::{Command as Cmd, Outcome};
+    let w = World::new();
+    let gateway = signer(2);
+    w.register(&gateway);
+    let (cid, manifest, ipfs) = w.image("sleep 1000");
+    let board = BoardFile::load(&w.board(Some(&ipfs), None, |t| t))
+        .unwrap()
+        .board;
+    let agent = Running::start(&board, &w);
+    let offer = offer(&board, gateway.address(), &cid, &[]);
+    let first = offer.pricePerSecond.to::<u128>() * 60;
+    let mut s = w.session(agent.port, gateway.address());
+    let (id, channel, payer) = lease_up(&w, &mut s, &offer, gateway.address());
+    pay(&mut s, &payer, id, channel.id, first);
+    deploy(&mut s, id, &cid, &manifest);
+
+    let expiry = dedge::agent::lease::UnixTime::now().0 + 600;
+    let evict = Cmd::Evict {
+        lease: id.0,
+        reason: "disk maintenance".into(),
+    };
+    let (seq, _) = dedge::fleet::post(
+        &w.tx(&signer(3)),
+        &w.d,
+        gateway.address(),
+        evict,
+        expiry,
+        None,
+    )
+    .unwrap();
+    wait_for(&mut s, id, "terminating");
+    let (_, detail) = status(&mut s, id);
+    assert!(
+        detail.contains("evicted by the gateway's operator: disk maintenance"),
+        "{detail}"
+    );
+    poll_until(40, || {
+        let reported: u64 = view(
+            &w.rpc,
+            w.d.control,
+            &IAgentControl::reportedCall {
+                gateway: gateway.address(),
+            },
+        )
+        .unwrap();
+        (reported >= seq)
+            .then_some(())
+            .ok_or("not reported yet".to_string())
+    });
+    let v = dedge::fleet::gateway_view(&w.rpc, &w.d, gateway.address()).unwrap();
+    let c = v.commands.iter().find(|c| c.seq == seq).unwrap();
+    assert_eq!(
+        (c.command.as_str(), c.outcome),
+        ("evict", Some(Outcome::Applied))
+    );
+
+    // The seller reported what it was paid; the buyer reports the same.
+    wait_for_market(&w, id, 4);
+    market::terminate(&w.tx(&signer(1)), &w.d, id, U256::from(first)).unwrap();
+    wait_for(&mut s, id, "settled");
+    let invoice = market::invoice(&w.rpc, &w.d, id).unwrap().unwrap();
+    assert_eq!(invoice.sellerReported.to::<u128>(), first);
+    assert_eq!(invoice.flags & 8, 0, "undisputed (flags {})", invoice.flags);
+    assert_eq!(w.claimed(channel.id), first, "the time served, claimed");
+
+    // The buyer's unspent deposit comes back through its close.
+    let balance = || -> u128 {
+        let b: U256 = view(
+            &w.rpc,
+            w.d.token,
+            &IEDGToken::balanceOfCall {
+                account: signer(1).address(),
+            },
+        )
+        .unwrap();
+        b.to::<u128>()
+    };
+    let before = balance();
+    w.tx(&signer(1))
+        .execute(
+            w.d.channels,
+            &IChannelManager::startCloseCall {
+                channelId: channel.id,
+                balance: Uint::from(first),
+            },
+        )
+        .unwrap();
+    let _: serde_json::Value = w
+        .rpc
+        .call("evm_increaseTime", serde_json::json!([30 * 86_400]))
+        .unwrap();
+    let _: serde_json::Value = w.rpc.call("evm_mine", serde_json::json!([])).unwrap();
+    w.tx(&signer(1))
+        .execute(
+            w.d.channels,
+            &IChannelManager::settleCall {
+                channelId: channel.id,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        balance() - before,
+        10u128.pow(18) - first,
+        "the rest refunded"
+    );
+}

@@ -27,6 +27,8 @@ use dedge::store::Store;
 
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/proxy.rs"]
+mod hostile;
 #[path = "common/oci.rs"]
 mod oci;
 #[path = "common/sandbox.rs"]
@@ -51,7 +53,14 @@ impl World {
     /// funded (gas, EDG for its advert), bound to an operator whose key
     /// file `dedge key new` made too.
     fn new() -> World {
+        World::behind(None).0
+    }
+
+    /// The same, with the agent's RPC node behind a proxy in `mode`.
+    fn behind(mode: Option<hostile::Mode>) -> (World, Option<hostile::Proxy>) {
         let anvil = Anvil::start();
+        let proxy = mode.map(|m| hostile::Proxy::start(anvil.url.clone(), m));
+        let agent_rpc = proxy.as_ref().map_or(anvil.url.clone(), |p| p.url.clone());
         let d = anvil.deploy();
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -64,7 +73,7 @@ impl World {
                 "chain_id = 31337",
                 &format!("chain_id = {}", anvil.chain_id),
             )
-            .replace("http://127.0.0.1:8545", &anvil.url)
+            .replace("http://127.0.0.1:8545", &agent_rpc)
             .replace("127.0.0.1:7300", &format!("127.0.0.1:{port}"));
         for (name, address) in [
             ("token", d.token),
@@ -130,7 +139,7 @@ impl World {
         let gateway =
             keystore::load(&w.dir.path().join("target/dev-gateway/key.json"), b"pw").unwrap();
         market::register_gateway(&w.tx(&w.operator), &gateway, &w.d).unwrap();
-        w
+        (w, proxy)
     }
 
     fn tx<'a>(&'a self, s: &'a Signer) -> TxSender<'a> {
@@ -566,4 +575,52 @@ fn a_command_undone_by_a_reorg_is_undone_on_the_gateway() {
     assert_eq!(s["config"]["log_level"]["from"], "command 1", "{s}");
     assert_eq!(s["selling"], "open");
     assert!(w.log().contains("undone by a reorg"), "{}", w.log());
+}
+
+/// A node that forges the `Command` log (its data rewritten) gets nothing
+/// applied: the receipts check refuses it and the cursor stays; the honest
+/// answer afterwards is taken.
+#[test]
+fn a_forged_command_log_is_refused() {
+    if !sandbox::can_run("a_forged_command_log_is_refused") {
+        return;
+    }
+    let (mut w, proxy) = World::behind(Some(hostile::Mode::Honest));
+    let proxy = proxy.unwrap();
+    w.start_agent();
+    w.until("the agent advertised", || w.advert_live());
+    proxy.set(hostile::Mode::ForgeLogs);
+    let seq = w.post(Cmd::Pause, now() + 600, Some(0));
+    w.until("the forgery seen", || w.log().contains("forged"));
+    assert_eq!(w.reported(), 0, "nothing reported");
+    assert_eq!(w.status()["selling"], "open", "nothing applied");
+    proxy.set(hostile::Mode::Honest);
+    assert_eq!(w.outcome(seq).0, Outcome::Applied);
+    w.status_until("paused", |s| s["selling"] == "paused");
+}
+
+/// A node that withholds command 1 but serves command 2: the agent waits
+/// at the gap, takes neither, and takes both in order once 1 arrives.
+#[test]
+fn a_gap_in_the_commands_is_waited_for() {
+    if !sandbox::can_run("a_gap_in_the_commands_is_waited_for") {
+        return;
+    }
+    let one = format!("0x{:064x}", 1);
+    let (mut w, proxy) = World::behind(Some(hostile::Mode::WithholdTopic2(one)));
+    let proxy = proxy.unwrap();
+    w.start_agent();
+    w.until("the agent advertised", || w.advert_live());
+    assert_eq!(w.post(Cmd::Pause, now() + 600, Some(0)), 1);
+    assert_eq!(w.post(Cmd::Resume, now() + 600, Some(1)), 2);
+    w.until("the gap seen", || {
+        w.log().contains("arrived before command 1")
+    });
+    assert_eq!(w.reported(), 0);
+    assert_eq!(w.status()["config"]["version"], 0, "neither taken");
+    proxy.set(hostile::Mode::Honest);
+    assert_eq!(w.outcome(1).0, Outcome::Applied);
+    assert_eq!(w.outcome(2).0, Outcome::Applied);
+    let s = w.status_until("both", |s| s["config"]["version"] == 2);
+    assert_eq!(s["selling"], "open");
 }

@@ -6,11 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "common/proxy.rs"]
+mod hostile;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use hostile::{Mode, proxy};
+
 use std::time::Duration;
 
 use common::{Anvil, signer};
@@ -20,100 +20,6 @@ use dedge::chain::rpc::RpcConfig;
 use dedge::chain::tx::TxSender;
 use dedge::chain::{Error, Rpc};
 use dedge::store::Store;
-
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-    /// Close the first `n` connections without answering.
-    DropFirst(usize),
-    /// Never answer (the client must time out).
-    Stall,
-    /// Answer 200 with something that is not JSON.
-    Garbage,
-    /// Pass through, but rewrite every eth_getLogs answer's log data.
-    ForgeLogs,
-}
-
-/// A one-thread HTTP proxy to `upstream`; returns its URL.
-fn proxy(upstream: String, mode: Mode) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen = Arc::new(AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            let upstream = upstream.clone();
-            std::thread::spawn(move || serve(conn, &upstream, mode, n));
-        }
-    });
-    url
-}
-
-fn serve(mut conn: TcpStream, upstream: &str, mode: Mode, n: usize) {
-    let Some(body) = read_request(&conn) else {
-        return;
-    };
-    match mode {
-        Mode::DropFirst(k) if n < k => return,
-        Mode::Stall => {
-            std::thread::sleep(Duration::from_secs(30));
-            return;
-        }
-        Mode::Garbage => {
-            let _ = respond(&mut conn, "<html>502 bad gateway</html>");
-            return;
-        }
-        _ => {}
-    }
-    let Ok(mut resp) = ureq::post(upstream)
-        .header("content-type", "application/json")
-        .send(&body)
-    else {
-        return;
-    };
-    let Ok(mut text) = resp.body_mut().read_to_string() else {
-        return;
-    };
-    if mode == Mode::ForgeLogs && body.contains("eth_getLogs") {
-        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        if let Some(logs) = v["result"].as_array_mut() {
-            for l in logs {
-                l["data"] = serde_json::json!(format!("0x{}", "ab".repeat(32)));
-            }
-        }
-        text = v.to_string();
-    }
-    let _ = respond(&mut conn, &text);
-}
-
-fn read_request(conn: &TcpStream) -> Option<String> {
-    let mut r = BufReader::new(conn.try_clone().ok()?);
-    let mut len = 0usize;
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let lower = line.to_ascii_lowercase();
-        if let Some(v) = lower.strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).ok()?;
-    String::from_utf8(body).ok()
-}
-
-fn respond(conn: &mut TcpStream, body: &str) -> std::io::Result<()> {
-    write!(
-        conn,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-}
 
 fn client(urls: Vec<String>) -> Rpc {
     Rpc::new(
@@ -137,7 +43,10 @@ fn dropped_connections_are_retried() {
 fn a_stalled_or_garbage_endpoint_fails_over() {
     let anvil = Anvil::start();
     for mode in [Mode::Stall, Mode::Garbage] {
-        let rpc = client(vec![proxy(anvil.url.clone(), mode), anvil.url.clone()]);
+        let rpc = client(vec![
+            proxy(anvil.url.clone(), mode.clone()),
+            anvil.url.clone(),
+        ]);
         assert_eq!(rpc.chain_id().unwrap(), anvil.chain_id);
         let alone = client(vec![proxy(anvil.url.clone(), mode)]);
         assert!(matches!(
