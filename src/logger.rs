@@ -125,15 +125,17 @@ pub(crate) fn untrusted(text: &str, max: usize) -> String {
 }
 
 /// Text from outside shown to a person (a gateway's report on chain, read
-/// by the operator's CLI): at most `max` characters, control characters
-/// escaped, quotes kept (it is not put inside quotes).
+/// by the operator's CLI): at most `max` characters, anything but
+/// printable ASCII escaped (control characters, and the invisible or
+/// direction-changing ones that would make a line read other than it is),
+/// quotes kept (it is not put inside quotes).
 pub(crate) fn printable(text: &str, max: usize) -> String {
     let mut out = String::new();
     for c in text.chars().take(max) {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
+        if c == ' ' || c.is_ascii_graphic() {
             out.push(c);
+        } else {
+            out.extend(c.escape_default());
         }
     }
     if text.chars().nth(max).is_some() {

@@ -47,7 +47,7 @@ struct Seller {
     gateway: Signer,
     store: Store,
     book: LeaseBook,
-    policy: Policy,
+    policy: std::sync::RwLock<Policy>,
     catalogue: RwLock<Catalogue>,
     receiver: Receiver,
     running: Running,
@@ -220,7 +220,7 @@ fn offers_over_the_endpoint_are_accepted_or_refused_with_a_reason() {
         receiver: Receiver::new(store.clone(), anvil.chain_id, d.channels, gateway.address())
             .unwrap(),
         store,
-        policy: Policy::from_board(&board, gateway.address()),
+        policy: std::sync::RwLock::new(Policy::from_board(&board, gateway.address())),
         catalogue: RwLock::new(Catalogue::default()),
     });
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -82,6 +82,16 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
+/// The wider of two policies (`None` < `Public` < `Any`).
+pub(crate) fn wider(a: BackendPolicy, b: BackendPolicy) -> BackendPolicy {
+    let rank = |p| match p {
+        BackendPolicy::None => 0,
+        BackendPolicy::Public => 1,
+        BackendPolicy::Any => 2,
+    };
+    if rank(a) >= rank(b) { a } else { b }
+}
+
 /// The backends `requested` names, resolved and checked against `policy`;
 /// the first problem as a message for the buyer.
 pub fn check(requested: &[String], policy: BackendPolicy) -> Result<Vec<Backend>, String> {

@@ -33,7 +33,7 @@ use crate::chain::events::{Filter, Follower, Update};
 use crate::chain::tx::{TxSender, view};
 use crate::chain::{Deployment, Rpc};
 use crate::control::command::DeviceSale;
-use crate::control::decide::{Action, Gateway, Held};
+use crate::control::decide::{Action, Gateway, Leased};
 use crate::control::{Decision, Outcome, Overlay, Posted, decide};
 use crate::logger;
 use crate::store::Tree;
@@ -69,17 +69,29 @@ pub(crate) struct Record {
     /// Its block was replaced by a reorg and the new chain has not yet
     /// said whether it still holds it.
     pub suspended: bool,
+    /// When it was decided, unix milliseconds (the status shows it; the
+    /// benchmark measures mined → applied with it).
+    pub taken_ms: u64,
 }
 
 /// What the agent does for a command: read its state, carry out effects.
 pub(crate) trait Effects {
-    /// What running leases hold.
-    fn held(&self) -> Held;
+    /// What running leases hold, and what of the devices they were sold
+    /// (device, command, for writing). `Err`: the lease book cannot say.
+    fn held(&self) -> std::result::Result<Leased, String>;
     /// What is on sale now, under `overlay`.
     fn devices(&self, overlay: &Overlay) -> Vec<DeviceSale>;
     fn has_edgex(&self) -> bool;
     fn ceiling(&self) -> crate::control::command::Capacity;
-    fn check_devices(&self, add: &[DeviceSale]) -> std::result::Result<(), String>;
+    /// Whether EdgeX serves `add` as offered: `Ok(Err(why))` it does not,
+    /// `Err(why)` it did not answer (the command waits).
+    fn check_devices(
+        &self,
+        add: &[DeviceSale],
+    ) -> std::result::Result<std::result::Result<(), String>, String>;
+    /// Whether the gateway can advertise what `overlay` sells (its
+    /// capability document fits the registry, its price the contract).
+    fn check_configuration(&self, overlay: &Overlay) -> std::result::Result<(), String>;
     /// Ends the lease for the time served. `Ok(false)`: it is not one of
     /// this gateway's live leases.
     fn evict(&self, lease: [u8; 32], reason: &str) -> std::result::Result<bool, String>;
@@ -106,6 +118,9 @@ pub(crate) enum Error {
     Chain(#[source] crate::chain::Error),
     #[error("a Command log that does not decode: {0}")]
     BadLog(String),
+    /// What the decision needs cannot be read now: the command waits.
+    #[error("command {seq} waits: {why}")]
+    Wait { seq: u64, why: String },
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -119,6 +134,12 @@ fn detail(text: &str) -> String {
         out.pop();
     }
     out
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn key(seq: u64) -> [u8; 8] {
@@ -224,20 +245,28 @@ impl Controller {
     ) -> Result<Taken> {
         let last = self.last()?;
         let expected = last.as_ref().map_or(1, |r| r.seq + 1);
-        let hash = keccak256(posted.bytes);
+        // The same command is the same bytes from the same operator.
+        let hash = keccak256([posted.operator.as_slice(), posted.bytes].concat());
         if posted.seq < expected {
             // Delivered again (a replayed range after a restart): the
             // decision stands; an effect cut short is finished.
             match self.get(posted.seq)? {
-                Some(r) if r.hash == hash => {
-                    if r.todo.is_some() {
-                        self.carry_out(r, fx)?;
-                    }
+                Some(r) if r.hash == hash && r.todo.is_some() => self.carry_out(r, fx)?,
+                Some(r) if r.hash == hash => {}
+                Some(_) => {
+                    // A verified log that differs from what was taken: the
+                    // chain changed under a reorg the follower did not
+                    // report (remembered too few blocks, or a crash between
+                    // its rewind and the suspension). The chain wins.
+                    log::warn!(
+                        "command {} now reads differently from the one taken: a reorg; taking the chain's",
+                        posted.seq
+                    );
+                    self.undo_from(posted.seq)?;
+                    fx.configure(&self.overlay()?);
+                    return self.take(posted, block, operator_now, now, fx);
                 }
-                _ => log::error!(
-                    "command {} now reads differently from the one taken: a reorg deeper than the follower remembers; keeping the one taken",
-                    posted.seq
-                ),
+                None => {}
             }
             return Ok(Taken::Done);
         }
@@ -262,7 +291,20 @@ impl Controller {
         }
         let overlay = last.map(|r| r.overlay).unwrap_or_default();
         let devices = fx.devices(&overlay);
-        let check = |add: &[DeviceSale]| fx.check_devices(add);
+        let wait = |why: String| Error::Wait {
+            seq: posted.seq,
+            why,
+        };
+        let Leased { held, sold } = fx.held().map_err(wait)?;
+        // EdgeX not answering is not a refusal: asked again at the next poll.
+        let envelope = crate::control::Envelope::decode(posted.bytes).ok();
+        let devices_check = match envelope.as_ref().map(|e| &e.command) {
+            Some(crate::control::Command::Devices { add, .. }) => {
+                fx.check_devices(add).map_err(wait)?
+            }
+            _ => Ok(()),
+        };
+        let check = |_: &[DeviceSale]| devices_check.clone();
         let g = Gateway {
             chain_id: self.chain_id,
             control: self.control,
@@ -273,12 +315,11 @@ impl Controller {
             ceiling: fx.ceiling(),
             devices: &devices,
             has_edgex: fx.has_edgex(),
-            held: fx.held(),
+            held,
+            granted: &sold,
             check_devices: &check,
         };
-        let name = crate::control::Envelope::decode(posted.bytes)
-            .map(|e| e.command.name())
-            .unwrap_or("?");
+        let name = envelope.as_ref().map_or("?", |e| e.command.name());
         let mut r = Record {
             seq: posted.seq,
             hash,
@@ -290,9 +331,16 @@ impl Controller {
             overlay: overlay.clone(),
             todo: None,
             suspended: false,
+            taken_ms: unix_ms(),
         };
         match decide(posted, &g) {
-            Decision::Configure(o) => r.overlay = *o,
+            Decision::Configure(o) => match fx.check_configuration(&o) {
+                Ok(()) => r.overlay = *o,
+                Err(why) => {
+                    r.outcome = Outcome::Refused;
+                    r.detail = detail(&why);
+                }
+            },
             Decision::Act(Action::Evict { lease, reason }) => {
                 r.todo = Some(Todo::Evict { lease, reason })
             }
@@ -300,6 +348,17 @@ impl Controller {
                 r.outcome = Outcome::Refused;
                 r.detail = detail(&why);
             }
+        }
+        // A record that could not be stored would be decided again at
+        // every poll and hold every later command up: refused instead.
+        let size = postcard::to_stdvec(&r).map_or(usize::MAX, |b| b.len());
+        if size > crate::store::MAX_RECORD - 512 {
+            r.outcome = Outcome::Refused;
+            r.detail = format!(
+                "the configuration would take {size} bytes to keep, over the gateway's limit"
+            );
+            r.overlay = overlay;
+            r.todo = None;
         }
         // Intent before effect.
         self.write(&r)?;
@@ -375,15 +434,23 @@ impl Controller {
 
     /// The record to report after `reported`, if it is in force.
     fn to_report(&self, reported: u64) -> Result<Option<Record>> {
-        Ok(self
-            .get(reported + 1)?
-            .filter(|r| !r.suspended && r.todo.is_none()))
+        let Some(next) = reported.checked_add(1) else {
+            return Ok(None);
+        };
+        Ok(self.get(next)?.filter(|r| !r.suspended && r.todo.is_none()))
     }
 
-    /// Old reported records go (`KEEP` stay).
+    /// Old reported records go: `KEEP` stay below what the chain says was
+    /// reported and what was taken here, whichever is lower (a node's word
+    /// on `reported` alone must not empty the records), and the newest in
+    /// force always stays (it holds the configuration).
     fn prune(&self, reported: u64) -> Result<()> {
+        let Some(last) = self.last()? else {
+            return Ok(());
+        };
+        let upto = reported.min(last.seq);
         for r in self.all()? {
-            if r.seq + KEEP < reported {
+            if r.seq.saturating_add(KEEP) < upto && r.seq != last.seq {
                 self.records.remove(key(r.seq)).map_err(Error::Store)?;
             }
         }
@@ -392,9 +459,11 @@ impl Controller {
 
     /// Reads new `Command` events and takes them, in order; at a gap, or
     /// on any error, the cursor stays where it was.
-    pub(crate) fn follow(&self, follower: &Follower, rpc: &Rpc, fx: &dyn Effects) -> Result<()> {
+    /// True when it ended without a gap or a reorg (nothing to read again
+    /// before the next block).
+    pub(crate) fn follow(&self, follower: &Follower, rpc: &Rpc, fx: &dyn Effects) -> Result<bool> {
         match follower.poll(rpc).map_err(Error::Chain)? {
-            Update::Reorg { from_block } => self.suspend_from(from_block, fx),
+            Update::Reorg { from_block } => self.suspend_from(from_block, fx).map(|()| false),
             Update::Logs { logs, cursor } => {
                 let now = super::lease::UnixTime::now().0;
                 let mut operator_now = None;
@@ -420,11 +489,15 @@ impl Controller {
                         bytes: &ev.command,
                     };
                     if let Taken::Gap { expected } = self.take(posted, block, operator, now, fx)? {
+                        // The missing one is after the last taken: read
+                        // again from that one's block (a node that left it
+                        // out of a range already passed is asked again).
+                        let from = self.last()?.map_or(0, |r| r.block);
                         log::warn!(
-                            "command {} arrived before command {expected}: waiting for it (the node left it out?)",
+                            "command {} arrived before command {expected}: waiting for it (the node left it out?); reading again from block {from}",
                             ev.seq
                         );
-                        return Ok(());
+                        return follower.rewind(from).map(|()| false).map_err(Error::Chain);
                     }
                 }
                 if self.all()?.iter().any(|r| r.suspended) {
@@ -438,7 +511,10 @@ impl Controller {
                     .map_err(Error::Chain)?;
                     self.forget_gone(posted, fx)?;
                 }
-                follower.commit(&cursor).map_err(Error::Chain)
+                follower
+                    .commit(&cursor)
+                    .map(|()| true)
+                    .map_err(Error::Chain)
             }
         }
     }
@@ -486,6 +562,7 @@ fn operator_of(rpc: &Rpc, registry: Address, gateway: Address) -> Result<Address
 /// The follower of this gateway's `Command` events.
 pub(crate) fn follower(
     cursors: Tree,
+    name: &str,
     d: &Deployment,
     gateway: Address,
     start: u64,
@@ -493,7 +570,7 @@ pub(crate) fn follower(
 ) -> std::result::Result<Follower, crate::chain::Error> {
     Follower::new(
         cursors,
-        "control",
+        name,
         Filter {
             addresses: vec![d.control],
             topics0: vec![IAgentControl::Command::SIGNATURE_HASH],
@@ -509,7 +586,7 @@ mod tests {
     use std::cell::RefCell;
 
     use super::*;
-    use crate::control::command::{Capacity, Command, Envelope};
+    use crate::control::command::{Capacity, Command, Envelope, Level};
     use crate::store::Store;
 
     const CHAIN: u64 = 31337;
@@ -542,14 +619,17 @@ mod tests {
     }
 
     impl Effects for Fake {
-        fn held(&self) -> Held {
-            Held::default()
+        fn held(&self) -> std::result::Result<Leased, String> {
+            Ok(Leased::default())
         }
-        fn devices(&self, _: &Overlay) -> Vec<DeviceSale> {
-            Vec::new()
+        fn devices(&self, o: &Overlay) -> Vec<DeviceSale> {
+            o.devices
+                .as_ref()
+                .map(|d| d.value.clone())
+                .unwrap_or_default()
         }
         fn has_edgex(&self) -> bool {
-            false
+            true
         }
         fn ceiling(&self) -> Capacity {
             Capacity {
@@ -559,7 +639,13 @@ mod tests {
                 max_leases: 4,
             }
         }
-        fn check_devices(&self, _: &[DeviceSale]) -> std::result::Result<(), String> {
+        fn check_devices(
+            &self,
+            _: &[DeviceSale],
+        ) -> std::result::Result<std::result::Result<(), String>, String> {
+            Ok(Ok(()))
+        }
+        fn check_configuration(&self, _: &Overlay) -> std::result::Result<(), String> {
             Ok(())
         }
         fn evict(&self, lease: [u8; 32], _: &str) -> std::result::Result<bool, String> {
@@ -610,7 +696,7 @@ mod tests {
     fn a_detail_fits_the_contracts_bound_in_bytes() {
         let long = "é".repeat(300);
         let d = detail(&long);
-        assert!(d.len() <= MAX_DETAIL && d.starts_with("éé"), "{}", d.len());
+        assert!(d.len() <= MAX_DETAIL && d.starts_with("\\u{e9}"), "{d}");
         assert_eq!(detail("a\nb"), "a\\nb");
     }
 
@@ -618,9 +704,9 @@ mod tests {
     fn commands_are_taken_in_order_and_a_gap_waits() {
         let store = Store::temporary().unwrap();
         let (c, fx) = (controller(&store), Fake::default());
-        let pause = bytes(1, Command::Pause, Some(0));
-        let resume = bytes(2, Command::Resume, Some(1));
-        let drain = bytes(3, Command::Drain, Some(2));
+        let pause = bytes(1, Command::LogLevel(Level::Warn), Some(0));
+        let resume = bytes(2, Command::LogLevel(Level::Info), Some(1));
+        let drain = bytes(3, Command::LogLevel(Level::Debug), Some(2));
         assert_eq!(take(&c, &fx, 1, &pause, 10), Taken::Done);
         assert_eq!(take(&c, &fx, 3, &drain, 12), Taken::Gap { expected: 2 });
         assert!(c.get(3).unwrap().is_none(), "nothing skipped");
@@ -637,7 +723,13 @@ mod tests {
     fn a_refused_command_is_recorded_with_its_reason_and_changes_nothing() {
         let store = Store::temporary().unwrap();
         let (c, fx) = (controller(&store), Fake::default());
-        take(&c, &fx, 1, &bytes(1, Command::Pause, Some(7)), 10);
+        take(
+            &c,
+            &fx,
+            1,
+            &bytes(1, Command::LogLevel(Level::Warn), Some(7)),
+            10,
+        );
         let r = c.get(1).unwrap().unwrap();
         assert_eq!(r.outcome, Outcome::Refused);
         assert!(r.detail.contains("conflict"), "{}", r.detail);
@@ -704,11 +796,103 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_too_large_to_keep_is_refused_not_retried() {
+        let store = Store::temporary().unwrap();
+        let (c, fx) = (controller(&store), Fake::default());
+        // Two commands of ~3 KiB of device offers each: the second would
+        // make a record over the store's limit.
+        let sale = |prefix: &str| {
+            (0..3)
+                .map(|i| DeviceSale {
+                    name: format!("{prefix}{i}"),
+                    read: (0..15).map(|j| format!("{}{j:0>60}", prefix)).collect(),
+                    write: vec![],
+                })
+                .collect::<Vec<_>>()
+        };
+        let one = bytes(
+            1,
+            Command::Devices {
+                add: sale("a"),
+                remove: vec![],
+            },
+            Some(0),
+        );
+        assert!(
+            one.len() < crate::control::command::MAX_COMMAND,
+            "{}",
+            one.len()
+        );
+        take(&c, &fx, 1, &one, 10);
+        assert_eq!(c.get(1).unwrap().unwrap().outcome, Outcome::Applied);
+        let two = bytes(
+            2,
+            Command::Devices {
+                add: sale("b"),
+                remove: vec![],
+            },
+            Some(1),
+        );
+        assert_eq!(take(&c, &fx, 2, &two, 11), Taken::Done);
+        let r = c.get(2).unwrap().unwrap();
+        assert_eq!(r.outcome, Outcome::Refused);
+        assert!(
+            r.detail.contains("over the gateway's limit"),
+            "{}",
+            r.detail
+        );
+        assert_eq!(c.overlay().unwrap().version, 1, "the first stays in force");
+    }
+
+    #[test]
+    fn a_nodes_word_on_reported_never_empties_the_records() {
+        let store = Store::temporary().unwrap();
+        let (c, fx) = (controller(&store), Fake::default());
+        take(
+            &c,
+            &fx,
+            1,
+            &bytes(1, Command::LogLevel(Level::Warn), Some(0)),
+            10,
+        );
+        c.prune(u64::MAX).unwrap();
+        assert_eq!(c.overlay().unwrap().version, 1);
+        assert!(c.to_report(u64::MAX).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_taken_command_the_chain_now_reads_differently_is_replaced() {
+        // A reorg the follower did not report (a crash between its rewind
+        // and the suspension): the verified log wins.
+        let store = Store::temporary().unwrap();
+        let (c, fx) = (controller(&store), Fake::default());
+        take(
+            &c,
+            &fx,
+            1,
+            &bytes(1, Command::LogLevel(Level::Warn), Some(0)),
+            10,
+        );
+        take(
+            &c,
+            &fx,
+            2,
+            &bytes(2, Command::LogLevel(Level::Info), Some(1)),
+            11,
+        );
+        let other = bytes(1, Command::LogLevel(Level::Error), Some(0));
+        assert_eq!(take(&c, &fx, 1, &other, 12), Taken::Done);
+        let o = c.overlay().unwrap();
+        assert_eq!((o.version, o.log_level.unwrap().value), (1, Level::Error));
+        assert!(c.get(2).unwrap().is_none(), "what followed it is undone");
+    }
+
+    #[test]
     fn a_reorg_suspends_then_reinstates_replaces_or_forgets() {
         let store = Store::temporary().unwrap();
         let (c, fx) = (controller(&store), Fake::default());
-        let pause = bytes(1, Command::Pause, Some(0));
-        let drain = bytes(2, Command::Drain, Some(1));
+        let pause = bytes(1, Command::LogLevel(Level::Warn), Some(0));
+        let drain = bytes(2, Command::LogLevel(Level::Debug), Some(1));
         take(&c, &fx, 1, &pause, 10);
         take(&c, &fx, 2, &drain, 20);
         // Blocks from 15 replaced: the drain is out of force.
@@ -730,10 +914,10 @@ mod tests {
         );
         // Replaced by a different command 2: the old one undone, the new decided.
         c.suspend_from(21, &fx).unwrap();
-        let resume = bytes(2, Command::Resume, Some(1));
+        let resume = bytes(2, Command::LogLevel(Level::Error), Some(1));
         take(&c, &fx, 2, &resume, 22);
         let o = c.overlay().unwrap();
-        assert_eq!(o.selling.unwrap().value, crate::control::Selling::Open);
+        assert_eq!(o.log_level.unwrap().value, Level::Error);
         // Gone from the chain: the counter is below it.
         c.suspend_from(22, &fx).unwrap();
         c.forget_gone(1, &fx).unwrap();

@@ -33,7 +33,7 @@ use crate::chain::{Deployment, Rpc, Signer};
 use crate::channel::{ChannelId, Receiver};
 use crate::control::Overlay;
 use crate::control::command::{Capacity, DeviceSale};
-use crate::control::decide::Held;
+use crate::control::decide::{Held, Leased, Sold};
 use crate::control::overlay::{Selling, Settings, board_capacity};
 use crate::edgex::bridge::BridgeLimits;
 use crate::edgex::catalogue::{Catalogue, Refresher};
@@ -52,6 +52,9 @@ use crate::tcp_server::TcpServer;
 const LOG_CHUNK: usize = 64 << 10;
 /// The most of a buyer's termination reason the lease record keeps.
 const MAX_REASON: usize = 200;
+/// How a lease's reason starts when its operator evicted it (the machine
+/// writes it).
+const EVICTED: &str = "evicted by the gateway's operator: ";
 /// How often the operator's commands are looked for.
 const COMMAND_POLL: Duration = Duration::from_secs(1);
 
@@ -101,6 +104,12 @@ pub struct Agent {
     /// `Command` events (made once the chain first answers).
     controller: Controller,
     follower: Mutex<Option<Follower>>,
+    /// The head at which the commands were last caught up and reported
+    /// (nothing to do until the next block).
+    command_idle: Mutex<Option<u64>>,
+    /// Set when a command changed what is sold: the advert is checked at
+    /// its next step, with what is sold from then on.
+    advert_stale: std::sync::atomic::AtomicBool,
     /// Blocks a command must be under before it is taken.
     confirmations: u64,
 }
@@ -165,11 +174,22 @@ impl Agent {
                 ..FetchLimits::default()
             },
         );
+        // The operator's commands first: what they put on sale is what the
+        // catalogue is read for.
+        let controller = Controller::new(
+            store
+                .tree(&format!("control-{:x}", d.control))
+                .map_err(setup("commands"))?,
+            &d,
+            signer.address(),
+        );
+        let overlay = controller.overlay().map_err(setup("commands"))?;
+        let settings = Settings::new(board, &overlay);
         let (catalogue, refresher, edgex) = match &board.edgex {
             Some(e) => {
                 let client = Arc::new(Client::from_board(e).map_err(setup("edgex"))?);
                 let refresher =
-                    Refresher::start(client.clone(), e.devices.clone(), e.refresh.get());
+                    Refresher::start(client.clone(), settings.board_devices(), e.refresh.get());
                 let catalogue = refresher.catalogue();
                 let wiring = EdgexWiring {
                     client,
@@ -182,13 +202,6 @@ impl Agent {
             None => (Arc::new(RwLock::new(Catalogue::default())), None, None),
         };
         let backend_names = store.tree("backends").map_err(setup("backends"))?;
-        let controller = Controller::new(
-            store.tree("control").map_err(setup("commands"))?,
-            &d,
-            signer.address(),
-        );
-        let overlay = controller.overlay().map_err(setup("commands"))?;
-        let settings = Settings::new(board, &overlay);
         let agent = Agent {
             policy: RwLock::new(Policy::new(board, &settings, signer.address())),
             caps: RwLock::new(Capabilities::from_settings(board, &settings)),
@@ -197,6 +210,8 @@ impl Agent {
             board: board.clone(),
             controller,
             follower: Mutex::new(None),
+            command_idle: Mutex::new(None),
+            advert_stale: std::sync::atomic::AtomicBool::new(true),
             confirmations: u64::from(board.chain.confirmations),
             platform: Platform::of(board.board.arch),
             signer,
@@ -272,12 +287,14 @@ impl Agent {
                     .ok(),
                 _ => None,
             };
-            // The vendor's policy, not the operator's: a command changes
-            // the backends of new leases only.
+            // Checked at its deploy under the policy then; again here under
+            // the wider of the board's and the operator's now (the board
+            // file may have changed; a command changes new leases only).
+            let now_policy = *self.backends.read().unwrap_or_else(|p| p.into_inner());
             let forwards = reopen_backends(
                 &self.backend_names,
                 &l,
-                self.board.agent.backends,
+                backends::wider(self.board.agent.backends, now_policy),
                 record.init.pid,
             );
             self.running
@@ -354,14 +371,9 @@ impl Agent {
         let now = UnixTime::now();
         let answer = match body {
             Body::Offer { terms, signature } => self.with_executor(|exec| {
-                let policy = self
-                    .policy
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
                 OfferDesk {
                     exec,
-                    policy: &policy,
+                    policy: &self.policy,
                     catalogue: &self.catalogue,
                     rpc: &self.rpc,
                     deployment: &self.d,
@@ -652,6 +664,7 @@ impl Agent {
                 "detail": r.detail,
                 "pending": r.todo.is_some(),
                 "suspended": r.suspended,
+                "taken_ms": r.taken_ms,
             })).collect::<Vec<_>>(),
             "leases": leases.iter().map(|l| serde_json::json!({
                 "lease": l.id.to_string(),
@@ -680,6 +693,10 @@ impl Agent {
     /// Keeps the gateway's advert live and true to what it sells
     /// (`advert`); each check at most every few minutes.
     fn keep_advertised(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Taken before what is sold is read: a change after this read sets
+        // it again for the next step.
+        let stale = self.advert_stale.swap(false, SeqCst);
         let mut caps = self.caps.read().unwrap_or_else(|p| p.into_inner()).clone();
         let open = self
             .settings
@@ -700,10 +717,11 @@ impl Agent {
             Ok(t) => t,
             Err(e) => return log::error!("advert: {e}"),
         };
-        self.advertiser
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .step(&tx, &self.rpc, &self.d, &caps, open);
+        let mut advertiser = self.advertiser.lock().unwrap_or_else(|p| p.into_inner());
+        if stale {
+            advertiser.check_now();
+        }
+        advertiser.step(&tx, &self.rpc, &self.d, &caps, open);
     }
 
     /// Reads and takes the operator's new commands, then reports the next
@@ -718,18 +736,51 @@ impl Agent {
             }
         }
         let Some(f) = follower.as_ref() else { return };
-        if let Err(e) = self.controller.follow(f, &self.rpc, self) {
-            log::warn!("commands: {}", logger::chain(&e));
+        // Idle, one call a poll: nothing is read again until a new block,
+        // unless the last round left something to do.
+        let head = match self
+            .rpc
+            .call::<alloy_primitives::U64>("eth_blockNumber", serde_json::json!([]))
+        {
+            Ok(h) => h.to::<u64>(),
+            Err(e) => return log::warn!("commands: {}", logger::chain(&e)),
+        };
+        let mut idle = self.command_idle.lock().unwrap_or_else(|p| p.into_inner());
+        if *idle == Some(head) {
+            return;
         }
+        *idle = None;
+        // No offer is admitted while a command is decided and put in
+        // force: a capacity check sees every lease, and an offer after a
+        // pause sees the pause.
+        let admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
+        let followed = self.controller.follow(f, &self.rpc, self);
+        drop(admission);
+        let caught_up = f
+            .cursor()
+            .ok()
+            .flatten()
+            .is_some_and(|c| c.next > head.saturating_sub(self.confirmations));
         drop(follower);
+        let clean = match followed {
+            Ok(clean) => clean && caught_up,
+            Err(e) => {
+                log::warn!("commands: {}", logger::chain(&e));
+                false
+            }
+        };
         let _chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
         let sent = self.seller().map_err(|e| e.to_string()).and_then(|tx| {
             self.controller
                 .report_next(&tx)
                 .map_err(|e| logger::chain(&e))
         });
-        if let Err(e) = sent {
-            log::warn!("commands: report: {e}");
+        match sent {
+            // Nothing more to report and nothing left to read: idle until
+            // the next block.
+            Ok(false) if clean => *idle = Some(head),
+            Ok(_) => {}
+            Err(e) => log::warn!("commands: report: {e}"),
         }
     }
 
@@ -755,7 +806,14 @@ impl Agent {
         } else {
             0
         };
-        commands::follower(cursors, &self.d, self.address(), start, self.confirmations)
+        commands::follower(
+            cursors,
+            &format!("control-{:x}", self.d.control),
+            &self.d,
+            self.address(),
+            start,
+            self.confirmations,
+        )
     }
 
     /// Puts the configuration `overlay` makes in force.
@@ -784,10 +842,8 @@ impl Agent {
                 log::warn!("edgex catalogue: {e}; the new offers are read at the next refresh");
             }
         }
-        self.advertiser
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check_now();
+        self.advert_stale
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Runs `tick` every `every` until `stop` is set or the state
@@ -846,15 +902,37 @@ impl Agent {
 }
 
 impl Effects for Agent {
-    fn held(&self) -> Held {
-        let leases = self.book.all().unwrap_or_default();
+    fn held(&self) -> std::result::Result<Leased, String> {
+        let leases = self.book.all().map_err(|e| logger::chain(&e))?;
         let held: Vec<&Lease> = leases.iter().filter(|l| l.holds_resources()).collect();
-        Held {
-            cpu_millicores: held.iter().map(|l| u64::from(l.terms.cpu_millicores)).sum(),
-            memory: held.iter().map(|l| l.terms.memory_bytes).sum(),
-            disk: held.iter().map(|l| l.terms.disk_bytes).sum(),
-            leases: held.len() as u64,
+        let mut granted = Vec::new();
+        for l in &held {
+            // A lease's devices were checked at its admission.
+            let grants = crate::edgex::grants::grants_from_offer(&l.terms.devices)
+                .map_err(|e| e.to_string())?;
+            for (device, g) in grants {
+                let modes = g.read.iter().map(|c| (c, false));
+                granted.extend(
+                    modes
+                        .chain(g.write.iter().map(|c| (c, true)))
+                        .map(|(c, write)| Sold {
+                            device: device.clone(),
+                            command: c.clone(),
+                            write,
+                        }),
+                );
+            }
         }
+        let sum = |f: fn(&Lease) -> u64| held.iter().map(|l| f(l)).sum::<u64>();
+        Ok(Leased {
+            held: Held {
+                cpu_millicores: sum(|l| u64::from(l.terms.cpu_millicores)),
+                memory: sum(|l| l.terms.memory_bytes),
+                disk: sum(|l| l.terms.disk_bytes),
+                leases: held.len() as u64,
+            },
+            sold: granted,
+        })
     }
 
     fn devices(&self, overlay: &Overlay) -> Vec<DeviceSale> {
@@ -869,9 +947,12 @@ impl Effects for Agent {
         board_capacity(&self.board)
     }
 
-    fn check_devices(&self, add: &[DeviceSale]) -> std::result::Result<(), String> {
+    fn check_devices(
+        &self,
+        add: &[DeviceSale],
+    ) -> std::result::Result<std::result::Result<(), String>, String> {
         let Some(r) = &self.refresher else {
-            return Err("this board sells no EdgeX devices".into());
+            return Ok(Err("this board sells no EdgeX devices".into()));
         };
         let offers: Vec<crate::board::Device> = add
             .iter()
@@ -884,6 +965,13 @@ impl Effects for Agent {
         r.check(&offers)
     }
 
+    fn check_configuration(&self, overlay: &Overlay) -> std::result::Result<(), String> {
+        let caps = Capabilities::from_settings(&self.board, &Settings::new(&self.board, overlay));
+        crate::market::check_advert(&caps)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn evict(&self, lease: [u8; 32], reason: &str) -> std::result::Result<bool, String> {
         let id = LeaseId(lease);
         let Some(l) = self.book.get(&id).map_err(|e| logger::chain(&e))? else {
@@ -894,6 +982,14 @@ impl Effects for Agent {
                 return Err(format!(
                     "lease {id} is still being accepted; evict it again once it runs"
                 ));
+            }
+            // Ended by this eviction before a restart cut its record short.
+            _ if l
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with(EVICTED) && r.ends_with(reason)) =>
+            {
+                return Ok(true);
             }
             s if s.is_terminal() || s == State::Terminating => return Ok(false),
             _ => {}

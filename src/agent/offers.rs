@@ -26,7 +26,9 @@ use crate::p2p::{Body, OfferTerms};
 
 pub struct OfferDesk<'a> {
     pub exec: &'a Executor<'a>,
-    pub policy: &'a Policy,
+    /// Read once the admission lock is held: a command changing it waits
+    /// for the offer in flight, and the next offer sees the change.
+    pub policy: &'a RwLock<Policy>,
     pub catalogue: &'a RwLock<Catalogue>,
     pub rpc: &'a Rpc,
     pub deployment: &'a Deployment,
@@ -104,11 +106,16 @@ impl OfferDesk<'_> {
             drop(admission);
             return Ok(self.known(known, now));
         }
+        let policy = self
+            .policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let on_chain = market::lease_on_chain(self.rpc, self.deployment, digest)
             .map_err(|e| format!("cannot read the offer on chain: {e}"))?;
         if on_chain.state != MarketState::Proposed
             || on_chain.buyer != buyer
-            || on_chain.gateway != self.policy.gateway
+            || on_chain.gateway != policy.gateway
         {
             return Err(format!(
                 "offer {id} is not proposed on chain to this gateway (it is {})",
@@ -118,7 +125,7 @@ impl OfferDesk<'_> {
         let leases = self.exec.book.all().map_err(|e| e.to_string())?;
         let verdict = {
             let cat = self.catalogue.read().unwrap_or_else(|p| p.into_inner());
-            admit(self.policy, terms, &leases, &cat, now.0)
+            admit(&policy, terms, &leases, &cat, now.0)
         };
         let book = self.exec.book;
         book.insert(&Lease::offered(id, Terms::from(terms), now))

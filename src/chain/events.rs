@@ -95,6 +95,18 @@ impl Follower {
         Ok(())
     }
 
+    /// Delivers again from block `to` on (something from there was left
+    /// out), forgetting the hashes of the blocks from there.
+    pub fn rewind(&self, to: u64) -> Result<()> {
+        let mut cur = self.cursor()?.unwrap_or_default();
+        if to < cur.next {
+            cur.next = to;
+            cur.seen.retain(|(n, _)| *n < to);
+            self.commit(&cur)?;
+        }
+        Ok(())
+    }
+
     pub fn poll(&self, rpc: &Rpc) -> Result<Update> {
         let mut cur = self.cursor()?.unwrap_or_default();
         if let Some(from_block) = self.find_reorg(rpc, &cur)? {

@@ -315,7 +315,9 @@ fn post(a: Args) -> Result<(), Error> {
             operator.address()
         )));
     }
-    let expiry = crate::agent::lease::UnixTime::now().0 + expires.get().as_secs();
+    let expiry = crate::agent::lease::UnixTime::now()
+        .0
+        .saturating_add(expires.get().as_secs());
     let mut failed = 0;
     for g in targets {
         match fleet::post(&tx, &chain.d, g, command.clone(), expiry, a.expects) {

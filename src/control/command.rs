@@ -45,7 +45,8 @@ pub struct Envelope {
 }
 
 /// What the operator asks. Configuration commands change what the gateway
-/// sells from then on; actions act once.
+/// sells from then on; pause, resume and drain whether it sells; actions
+/// act once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Take no new leases and withdraw the advert; running leases go on.
@@ -86,9 +87,19 @@ pub enum Command {
 
 impl Command {
     /// Whether it changes the configuration (and so must name the version
-    /// it expects).
+    /// it expects, and moves it). Pause, resume and drain change only
+    /// whether the gateway sells: an operator's emergency pause must not
+    /// fail for a change in flight, and two of them cannot conflict (the
+    /// later one in sequence wins).
     pub fn is_configuration(&self) -> bool {
-        !matches!(self, Command::Evict { .. } | Command::Upgrade { .. })
+        !matches!(
+            self,
+            Command::Pause
+                | Command::Resume
+                | Command::Drain
+                | Command::Evict { .. }
+                | Command::Upgrade { .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {

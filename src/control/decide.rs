@@ -37,6 +37,21 @@ pub struct Held {
     pub leases: u64,
 }
 
+/// A device command a running lease was sold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sold {
+    pub device: String,
+    pub command: String,
+    pub write: bool,
+}
+
+/// What running leases hold and were sold of the devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leased {
+    pub held: Held,
+    pub sold: Vec<Sold>,
+}
+
 /// The gateway, as a decision needs it.
 pub struct Gateway<'a> {
     pub chain_id: u64,
@@ -53,6 +68,8 @@ pub struct Gateway<'a> {
     /// Whether the board sells EdgeX devices at all.
     pub has_edgex: bool,
     pub held: Held,
+    /// What running leases were sold of the devices.
+    pub granted: &'a [Sold],
     /// Checks devices to be put on sale against the EdgeX catalogue, as the
     /// board's are: `Err` names the first that EdgeX cannot serve.
     pub check_devices: &'a dyn Fn(&[DeviceSale]) -> Result<(), String>,
@@ -108,7 +125,7 @@ fn check(posted: Posted<'_>, g: &Gateway<'_>) -> Result<Decision, String> {
         }
         (false, Some(_)) => {
             return Err(format!(
-                "{} is an action and names no configuration version",
+                "{} is not a configuration change and names no configuration version",
                 e.command.name()
             ));
         }
@@ -118,10 +135,23 @@ fn check(posted: Posted<'_>, g: &Gateway<'_>) -> Result<Decision, String> {
     let mut o = g.overlay.clone();
     let set = |value| Some(Sourced { value, seq });
     match e.command {
-        Command::Pause => o.selling = set(Selling::Paused),
-        Command::Drain => o.selling = set(Selling::Draining),
-        Command::Resume => o.selling = set(Selling::Open),
-        Command::Prices(p) => o.prices = Some(Sourced { value: p, seq }),
+        // Whether it sells is not a configuration version of its own.
+        Command::Pause | Command::Drain | Command::Resume => {
+            o.selling = set(match e.command {
+                Command::Pause => Selling::Paused,
+                Command::Drain => Selling::Draining,
+                _ => Selling::Open,
+            });
+            return Ok(Decision::Configure(Box::new(o)));
+        }
+        Command::Prices(p) => {
+            if p.device_second.is_none() && g.has_edgex && !g.devices.is_empty() {
+                return Err(
+                    "the gateway sells EdgeX devices: prices must include a device price".into(),
+                );
+            }
+            o.prices = Some(Sourced { value: p, seq })
+        }
         Command::Capacity(c) => {
             capacity(c, g)?;
             o.capacity = Some(Sourced { value: c, seq });
@@ -241,6 +271,24 @@ fn devices(
     if list.len() > MAX_DEVICES {
         return Err(format!("at most {MAX_DEVICES} devices on sale"));
     }
+    // What a running lease was sold stays on sale: its bridge checks
+    // every request against what is offered.
+    for Sold {
+        device,
+        command,
+        write,
+    } in g.granted
+    {
+        let kept = list.iter().any(|d| {
+            &d.name == device && if *write { &d.write } else { &d.read }.contains(command)
+        });
+        if !kept {
+            return Err(format!(
+                "{device}:{command} ({}) is leased by a running lease: evict it or wait for it to end",
+                if *write { "write" } else { "read" }
+            ));
+        }
+    }
     (g.check_devices)(add)?;
     Ok(list)
 }
@@ -285,6 +333,7 @@ mod tests {
         overlay: Overlay,
         devices: Vec<DeviceSale>,
         held: Held,
+        granted: Vec<Sold>,
         operator: Address,
     }
 
@@ -298,6 +347,7 @@ mod tests {
                     write: vec![],
                 }],
                 held: Held::default(),
+                granted: vec![],
                 operator: op(),
             }
         }
@@ -321,6 +371,7 @@ mod tests {
                     devices: &self.devices,
                     has_edgex: true,
                     held: self.held,
+                    granted: &self.granted,
                     check_devices: &serves_only_sensor,
                 },
             )
@@ -359,16 +410,29 @@ mod tests {
     #[test]
     fn configuration_commands_fold_into_the_overlay_with_their_origin() {
         let mut w = World::new();
-        w.apply(Command::Pause);
+        let mut seq = 0;
+        let mut take = |w: &mut World, c: Command| {
+            seq += 1;
+            let expects = c.is_configuration().then_some(w.overlay.version);
+            match w.decide(seq, &envelope(seq, c, expects)) {
+                Decision::Configure(o) => w.overlay = *o,
+                other => panic!("{other:?}"),
+            }
+        };
+        take(&mut w, Command::Pause);
         assert_eq!(w.overlay.selling.as_ref().unwrap().value, Selling::Paused);
+        assert_eq!(
+            w.overlay.version, 0,
+            "selling is not a configuration version"
+        );
         let prices = Prices {
             cpu_core_second: 7,
             memory_gib_second: 8,
-            device_second: None,
+            device_second: Some(1),
         };
-        w.apply(Command::Prices(prices));
-        w.apply(Command::Resume);
-        w.apply(Command::LogLevel(Level::Debug));
+        take(&mut w, Command::Prices(prices));
+        take(&mut w, Command::Resume);
+        take(&mut w, Command::LogLevel(Level::Debug));
         let o = &w.overlay;
         assert_eq!(o.version, 4);
         assert_eq!(
@@ -386,12 +450,19 @@ mod tests {
             })
         );
         assert_eq!(o.log_level.as_ref().unwrap().seq, 4);
+        // Prices that would stop device sales unannounced are refused.
+        let free = Command::Prices(Prices {
+            device_second: None,
+            ..prices
+        });
+        let got = refused(w.decide(5, &envelope(5, free, Some(4))));
+        assert!(got.contains("must include a device price"), "{got}");
     }
 
     #[test]
     fn a_command_for_another_place_or_time_is_refused() {
         let w = World::new();
-        let base = envelope(1, Command::Pause, Some(0));
+        let base = envelope(1, Command::LogLevel(Level::Info), Some(0));
         let cases = [
             (
                 Envelope {
@@ -451,7 +522,11 @@ mod tests {
                     },
                     Some(0),
                 ),
-                "is an action",
+                "names no configuration version",
+            ),
+            (
+                envelope(1, Command::Pause, Some(0)),
+                "names no configuration version",
             ),
         ];
         for (e, why) in cases {
@@ -464,15 +539,19 @@ mod tests {
     fn a_previous_operators_command_is_refused() {
         let mut w = World::new();
         w.operator = Address::repeat_byte(0x77);
-        let got = refused(w.decide(1, &envelope(1, Command::Pause, Some(0))));
+        let got = refused(w.decide(1, &envelope(1, Command::Pause, None)));
         assert!(got.contains("no longer this gateway's operator"), "{got}");
     }
 
     #[test]
     fn two_changes_written_against_the_same_version_conflict() {
         let mut w = World::new();
-        let a = envelope(1, Command::Pause, Some(0));
-        let b = envelope(2, Command::Resume, Some(0));
+        let a = envelope(
+            1,
+            Command::Backends(crate::control::command::Backends::None),
+            Some(0),
+        );
+        let b = envelope(2, Command::LogLevel(Level::Warn), Some(0));
         match w.decide(1, &a) {
             Decision::Configure(o) => w.overlay = *o,
             other => panic!("{other:?}"),
@@ -541,6 +620,28 @@ mod tests {
         );
         let got = refused(w.decide(1, &envelope(1, devices(vec![], vec!["Nope"]), Some(0))));
         assert!(got.contains("`Nope` is not on sale"), "{got}");
+        // A running lease reads Old:X: Old stays on sale as long as it runs.
+        w.granted = vec![Sold {
+            device: "Old".into(),
+            command: "X".into(),
+            write: false,
+        }];
+        let got = refused(w.decide(
+            1,
+            &envelope(1, devices(vec![sensor.clone()], vec!["Old"]), Some(0)),
+        ));
+        assert!(
+            got.contains("Old:X (read) is leased by a running lease"),
+            "{got}"
+        );
+        let narrowed = DeviceSale {
+            name: "Old".into(),
+            read: vec![],
+            write: vec!["X".into()],
+        };
+        let got = refused(w.decide(1, &envelope(1, devices(vec![narrowed], vec![]), Some(0))));
+        assert!(got.contains("is leased by a running lease"), "{got}");
+        w.granted.clear();
         w.apply(devices(vec![sensor.clone()], vec!["Old"]));
         assert_eq!(w.overlay.devices.as_ref().unwrap().value, vec![sensor]);
     }

@@ -220,23 +220,36 @@ impl Refresher {
 
     /// Offers `offers` from now on, read at once: EdgeX not answering is an
     /// error and changes nothing.
+    /// Offers `offers` from now on: read at once; if EdgeX does not answer,
+    /// devices no longer offered leave the catalogue now and the rest waits
+    /// for the next refresh (the error says so).
     pub fn set_offers(&self, offers: Vec<BoardDevice>) -> Result<(), Error> {
-        let cat = Catalogue::read(&self.client, &offers)?;
-        *self.offers.write().unwrap_or_else(|p| p.into_inner()) = offers;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = cat;
-        Ok(())
+        *self.offers.write().unwrap_or_else(|p| p.into_inner()) = offers.clone();
+        match Catalogue::read(&self.client, &offers) {
+            Ok(cat) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = cat;
+                Ok(())
+            }
+            Err(e) => {
+                let mut cat = self.current.write().unwrap_or_else(|p| p.into_inner());
+                cat.devices
+                    .retain(|name, _| offers.iter().any(|o| &o.name == name));
+                Err(e)
+            }
+        }
     }
 
     /// Why EdgeX cannot serve these offers as offered, if it cannot: the
     /// first problem the catalogue finds (a device it does not have, a
     /// command the profile lacks, a mode it does not allow).
-    pub fn check(&self, offers: &[BoardDevice]) -> Result<(), String> {
+    /// `Err`: EdgeX did not answer (ask again later).
+    pub fn check(&self, offers: &[BoardDevice]) -> Result<Result<(), String>, String> {
         let cat = Catalogue::read(&self.client, offers)
             .map_err(|e| format!("EdgeX did not answer: {e}"))?;
-        match cat.problems.first() {
+        Ok(match cat.problems.first() {
             Some(p) => Err(p.clone()),
             None => Ok(()),
-        }
+        })
     }
 
     /// The catalogue to give bridges; it changes in place at each refresh.

@@ -250,6 +250,12 @@ pub fn post(
             operator.address()
         )));
     }
+    if !command.is_configuration() && expects.is_some() {
+        return Err(Error::Refused(format!(
+            "{} is not a configuration change and takes no configuration version",
+            command.name()
+        )));
+    }
     let expects = if command.is_configuration() {
         match expects {
             Some(v) => Some(v),

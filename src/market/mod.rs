@@ -83,6 +83,27 @@ fn ensure_allowance(tx: &TxSender, d: &Deployment, spender: Address, amount: U25
     Ok(())
 }
 
+/// The registry's bound on a capability URI (`Registry.MAX_URI`).
+const MAX_URI: usize = 4096;
+
+/// Whether `caps` can be advertised: a price the registry takes (not
+/// zero, under 2^96) and a document that fits its URI bound. Its price.
+pub fn check_advert(caps: &Capabilities) -> Result<Uint<96, 2>> {
+    let (_, _, uri) = caps.encode();
+    if uri.len() > MAX_URI {
+        return Err(Error::Invalid(format!(
+            "the capability document takes {} bytes, the registry keeps {MAX_URI}",
+            uri.len()
+        )));
+    }
+    let price = caps.reference_price();
+    if price == 0 {
+        return Err(Error::Invalid("the advert price is zero".into()));
+    }
+    Uint::<96, 2>::try_from(price)
+        .map_err(|_| Error::Invalid("the advert price exceeds 2^96".into()))
+}
+
 /// The gateway advertises itself (`dedge_advertise`), paying the advert fee.
 pub fn advertise(
     gateway: &TxSender,
@@ -91,15 +112,10 @@ pub fn advertise(
     caps: &Capabilities,
     ttl: Duration,
 ) -> Result<Receipt> {
+    let price = check_advert(caps)?;
     let fee: U256 = gateway.view(d.registry, &IRegistry::advertFeeCall {})?;
     ensure_allowance(gateway, d, d.registry, fee)?;
     let (_, hash, uri) = caps.encode();
-    let price = caps.reference_price();
-    if price == 0 {
-        return Err(Error::Invalid("the advert price is zero".into()));
-    }
-    let price = Uint::<96, 2>::try_from(price)
-        .map_err(|_| Error::Invalid("the advert price exceeds 2^96".into()))?;
     Ok(gateway.execute(
         d.registry,
         &IRegistry::advertiseCall {
