@@ -34,7 +34,13 @@ contract AgentControl {
 
     event Command(address indexed gateway, uint64 indexed seq, address indexed operator, bytes command);
     event Reported(
-        address indexed gateway, uint64 indexed seq, Outcome outcome, uint64 configVersion, string agent, string detail
+        address indexed gateway,
+        uint64 indexed seq,
+        Outcome outcome,
+        uint64 configVersion,
+        bytes32 commandBlockHash,
+        string agent,
+        string detail
     );
 
     error ZeroAddress();
@@ -43,6 +49,7 @@ contract AgentControl {
     error OutOfOrder(address gateway, uint64 seq, uint64 expected, uint64 posted);
     error NoOutcome();
     error TextTooLong(uint256 length, uint256 max);
+    error NotThatBlock(uint256 number, bytes32 claimed, bytes32 actual);
 
     constructor(Registry registry_) {
         if (address(registry_) == address(0)) revert ZeroAddress();
@@ -61,9 +68,24 @@ contract AgentControl {
     /// @notice The calling gateway reports what became of its command `seq`:
     /// the one after the last it reported, and one that was posted. Its
     /// effective configuration version and agent version go with it.
-    function report(uint64 seq, Outcome outcome, uint64 configVersion, string calldata agent, string calldata detail)
-        external
-    {
+    /// `commandBlock`/`commandBlockHash` name the block the gateway took the
+    /// command from: checked while the chain still has that block's hash
+    /// (256 blocks), so a report signed on a chain a reorg replaced, mined
+    /// again on the new one, cannot report on the command that took its
+    /// number there.
+    function report(
+        uint64 seq,
+        Outcome outcome,
+        uint64 configVersion,
+        uint256 commandBlock,
+        bytes32 commandBlockHash,
+        string calldata agent,
+        string calldata detail
+    ) external {
+        bytes32 actual = blockhash(commandBlock);
+        if (actual != bytes32(0) && actual != commandBlockHash) {
+            revert NotThatBlock(commandBlock, commandBlockHash, actual);
+        }
         uint64 expected = reported[msg.sender] + 1;
         uint64 posted = sequence[msg.sender];
         if (seq != expected || seq > posted) revert OutOfOrder(msg.sender, seq, expected, posted);
@@ -71,6 +93,6 @@ contract AgentControl {
         if (bytes(agent).length > MAX_AGENT) revert TextTooLong(bytes(agent).length, MAX_AGENT);
         if (bytes(detail).length > MAX_DETAIL) revert TextTooLong(bytes(detail).length, MAX_DETAIL);
         reported[msg.sender] = seq;
-        emit Reported(msg.sender, seq, outcome, configVersion, agent, detail);
+        emit Reported(msg.sender, seq, outcome, configVersion, commandBlockHash, agent, detail);
     }
 }

@@ -66,16 +66,16 @@ contract AgentControlTest is Fixture {
         vm.startPrank(gateway);
         // Nothing before the first, nothing skipped.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 2, 1, 2));
-        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
-        control.report(1, AgentControl.Outcome.Refused, 0, "dedge 0.1.0", "expired");
+        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(1, AgentControl.Outcome.Refused, 0, block.number, bytes32(0), "dedge 0.1.0", "expired");
         assertEq(control.reported(gateway), 1, "first reported");
         // Not twice.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 1, 2, 2));
-        control.report(1, AgentControl.Outcome.Applied, 0, "dedge 0.1.0", "");
-        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        control.report(1, AgentControl.Outcome.Applied, 0, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
         // Nothing that was not posted.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 3, 3, 2));
-        control.report(3, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        control.report(3, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
         vm.stopPrank();
         assertEq(control.reported(gateway), 2, "second reported");
     }
@@ -86,15 +86,17 @@ contract AgentControlTest is Fixture {
         // Someone else reporting reports on its own (empty) sequence.
         vm.prank(operator);
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, operator, 1, 1, 0));
-        control.report(1, AgentControl.Outcome.Applied, 0, "", "");
+        control.report(1, AgentControl.Outcome.Applied, 0, block.number, bytes32(0), "", "");
         vm.startPrank(gateway);
         vm.expectRevert(AgentControl.NoOutcome.selector);
-        control.report(1, AgentControl.Outcome.None, 0, "", "");
+        control.report(1, AgentControl.Outcome.None, 0, block.number, bytes32(0), "", "");
         vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 257, 256));
-        control.report(1, AgentControl.Outcome.Failed, 0, "", string(new bytes(257)));
+        control.report(1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), "", string(new bytes(257)));
         vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 65, 64));
-        control.report(1, AgentControl.Outcome.Failed, 0, string(new bytes(65)), "");
-        control.report(1, AgentControl.Outcome.Failed, 0, string(new bytes(64)), string(new bytes(256)));
+        control.report(1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), string(new bytes(65)), "");
+        control.report(
+            1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), string(new bytes(64)), string(new bytes(256))
+        );
         vm.stopPrank();
         assertEq(control.reported(gateway), 1, "reported at the limits");
     }
@@ -109,8 +111,10 @@ contract AgentControlTest is Fixture {
         vm.prank(stranger);
         control.post(gateway, hex"02");
         vm.startPrank(gateway);
-        control.report(1, AgentControl.Outcome.Refused, 0, "dedge", "posted by a previous operator");
-        control.report(2, AgentControl.Outcome.Applied, 2, "dedge", "");
+        control.report(
+            1, AgentControl.Outcome.Refused, 0, block.number, bytes32(0), "dedge", "posted by a previous operator"
+        );
+        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge", "");
         vm.stopPrank();
         assertEq(control.reported(gateway), 2, "both");
     }
@@ -123,18 +127,43 @@ contract AgentControlTest is Fixture {
         vm.prank(operator);
         control.post(gateway, new bytes(60));
         vm.prank(gateway);
-        control.report(1, AgentControl.Outcome.Applied, 1, "dedge 0.1.0", "");
+        control.report(1, AgentControl.Outcome.Applied, 1, block.number, bytes32(0), "dedge 0.1.0", "");
         vm.prank(operator);
         uint256 g = gasleft();
         control.post(gateway, new bytes(60));
         uint256 post = g - gasleft();
         vm.prank(gateway);
         g = gasleft();
-        control.report(2, AgentControl.Outcome.Applied, 2, "dedge 0.1.0", "");
+        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
         uint256 report = g - gasleft();
         emit log_named_uint("post (60-byte command, execution)", post);
         emit log_named_uint("report (applied, execution)", report);
         assertLe(post, 45_000, "post");
         assertLe(report, 40_000, "report");
+    }
+
+    /// A report naming the block its command came from is refused when the
+    /// chain has another block at that height (signed on a chain a reorg
+    /// replaced); one whose block is too old to check passes.
+    function test_a_report_from_a_replaced_chain_is_refused() public {
+        vm.roll(1000);
+        vm.prank(operator);
+        control.post(gateway, hex"01");
+        uint256 mined = block.number;
+        vm.roll(mined + 5);
+        bytes32 real = blockhash(mined);
+        bytes32 other = keccak256("another chain's block");
+        vm.prank(gateway);
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.NotThatBlock.selector, mined, other, real));
+        control.report(1, AgentControl.Outcome.Applied, 1, mined, other, "dedge", "");
+        vm.prank(gateway);
+        control.report(1, AgentControl.Outcome.Applied, 1, mined, real, "dedge", "");
+        // Past the 256 blocks the chain keeps hashes for: not checkable.
+        vm.prank(operator);
+        control.post(gateway, hex"02");
+        vm.roll(mined + 400);
+        vm.prank(gateway);
+        control.report(2, AgentControl.Outcome.Applied, 2, mined + 5, other, "dedge", "");
+        assertEq(control.reported(gateway), 2, "both");
     }
 }

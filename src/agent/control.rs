@@ -57,6 +57,9 @@ pub(crate) struct Record {
     /// keccak256 of the command's bytes: the same command again is this.
     pub hash: B256,
     pub block: u64,
+    /// That block's hash: the report names it, so a report signed on a
+    /// chain a reorg replaced cannot be mined for the new chain's command.
+    pub block_hash: B256,
     pub operator: Address,
     /// The command's name (`pause`, ...), or `?` when it did not decode.
     pub command: String,
@@ -238,7 +241,7 @@ impl Controller {
     pub(crate) fn take(
         &self,
         posted: Posted<'_>,
-        block: u64,
+        (block, block_hash): (u64, B256),
         operator_now: Address,
         now: u64,
         fx: &dyn Effects,
@@ -264,7 +267,7 @@ impl Controller {
                     );
                     self.undo_from(posted.seq)?;
                     fx.configure(&self.overlay()?);
-                    return self.take(posted, block, operator_now, now, fx);
+                    return self.take(posted, (block, block_hash), operator_now, now, fx);
                 }
                 None => {}
             }
@@ -279,6 +282,7 @@ impl Controller {
                 // applied again.
                 old.suspended = false;
                 old.block = block;
+                old.block_hash = block_hash;
                 self.write(&old)?;
                 log::info!("command {}: the same on the new chain, reinstated", old.seq);
                 if old.todo.is_some() {
@@ -324,6 +328,7 @@ impl Controller {
             seq: posted.seq,
             hash,
             block,
+            block_hash,
             operator: posted.operator,
             command: name.into(),
             outcome: Outcome::Applied,
@@ -482,7 +487,10 @@ impl Controller {
                             o
                         }
                     };
-                    let block = l.block_number.map_or(0, |n| n.to::<u64>());
+                    let block = (
+                        l.block_number.map_or(0, |n| n.to::<u64>()),
+                        l.block_hash.unwrap_or_default(),
+                    );
                     let posted = Posted {
                         seq: ev.seq,
                         operator: ev.operator,
@@ -540,6 +548,8 @@ impl Controller {
                 seq: r.seq,
                 outcome: r.outcome.code(),
                 configVersion: r.overlay.version,
+                commandBlock: alloy_primitives::U256::from(r.block),
+                commandBlockHash: r.block_hash,
                 agent: format!("dedge {}", env!("CARGO_PKG_VERSION")),
                 detail: r.detail.clone(),
             },
@@ -680,7 +690,7 @@ mod tests {
                 operator: op(),
                 bytes: b,
             },
-            block,
+            (block, B256::repeat_byte(block as u8)),
             op(),
             1_000,
             fx,

@@ -176,16 +176,17 @@ mod generated {
         #[derive(Debug, PartialEq, Eq)]
         interface IAgentControl {
             function post(address gateway, bytes command) external returns (uint64 seq);
-            function report(uint64 seq, uint8 outcome, uint64 configVersion, string agent, string detail) external;
+            function report(uint64 seq, uint8 outcome, uint64 configVersion, uint256 commandBlock, bytes32 commandBlockHash, string agent, string detail) external;
             function sequence(address gateway) external view returns (uint64);
             function reported(address gateway) external view returns (uint64);
             event Command(address indexed gateway, uint64 indexed seq, address indexed operator, bytes command);
-            event Reported(address indexed gateway, uint64 indexed seq, uint8 outcome, uint64 configVersion, string agent, string detail);
+            event Reported(address indexed gateway, uint64 indexed seq, uint8 outcome, uint64 configVersion, bytes32 commandBlockHash, string agent, string detail);
             error NotOperator(address gateway, address caller);
             error BadCommand(uint256 length);
             error OutOfOrder(address gateway, uint64 seq, uint64 expected, uint64 posted);
             error NoOutcome();
             error TextTooLong(uint256 length, uint256 max);
+            error NotThatBlock(uint256 number, bytes32 claimed, bytes32 actual);
         }
 
         error Error(string message);

@@ -123,6 +123,24 @@ echo "    idle RSS in the $arch guest: agent $agent_kib KiB, holder (same binary
 echo "    the agent's RSS 2 s apart before that, KiB: $(cat "$share/rss-series" 2>/dev/null)"
 sed 's/^/      /' "$share/smaps.txt" 2>/dev/null || true
 
+say "the operator posts a command through AgentControl; the guest's agent applies it under systemd and reports it on chain"
+as_operator=(--rpc "$rpc" --deployment contracts/deployments/31337.json --operator-key "$work/operator")
+t_post=$SECONDS
+DEDGE_OPERATOR_PASSPHRASE=op-pass "$dedge" fleet post "${as_operator[@]}" --gateway "$gw" log-level debug
+fleet_json=
+for _ in $(seq 120); do
+    fleet_json=$(DEDGE_OPERATOR_PASSPHRASE=op-pass "$dedge" fleet ls "${as_operator[@]}" --json)
+    grep -q '"outcome":"applied"' <<<"$fleet_json" && break
+    alive; sleep 0.5
+done
+grep -q '"outcome":"applied"' <<<"$fleet_json" || fail "the guest's agent never reported command 1: $fleet_json"
+grep -q '"reported":1' <<<"$fleet_json" || fail "command 1 not counted as reported: $fleet_json"
+echo "    command 1 (log-level debug) applied and reported by the $arch guest in $((SECONDS - t_post)) s"
+DEDGE_OPERATOR_PASSPHRASE=op-pass "$dedge" fleet ls "${as_operator[@]}"
+for _ in $(seq 20); do grep -q '"from":"command 1"' "$share/status.json" 2>/dev/null && break; alive; sleep 0.5; done
+grep -q '"from":"command 1"' "$share/status.json" 2>/dev/null ||
+    fail "the guest's agent status does not show the command's value: $(cat "$share/status.json" 2>/dev/null)"
+
 market_buyer
 market_image "$(rootfs_dir "$arch")/bin/busybox" "$oci_arch"
 lease_state() { alive; state_from_status <"$share/status.json" 2>/dev/null || echo none; }
