@@ -1372,3 +1372,127 @@ fn an_operator_evicts_a_running_lease_and_it_settles_for_the_time_served() {
         "the rest refunded"
     );
 }
+
+/// The operator's configuration commands reach what the agent sells: a
+/// denied buyer's offer, one over the new capacity, one at the old price
+/// and one for a device taken off sale are each refused with the rule's
+/// reason, and the status shows every value's origin.
+#[test]
+fn configuration_commands_reach_admission_and_the_status() {
+    if !sandbox::can_run("configuration_commands_reach_admission_and_the_status") {
+        return;
+    }
+    use dedge::chain::bindings::IAgentControl;
+    use dedge::control::command::{Backends, Capacity, Prices};
+    use dedge::control::{Command as Cmd, Outcome};
+    let w = World::new();
+    let gateway = signer(2);
+    w.register(&gateway);
+    let sim = Simulator::start(&[]);
+    let board = BoardFile::load(&w.board(None, Some(&sim), |t| t))
+        .unwrap()
+        .board;
+    let agent = Running::start(&board, &w);
+    let gw = gateway.address();
+    let expiry = dedge::agent::lease::UnixTime::now().0 + 600;
+    // Posts `command` (its version looked up), waits for the report.
+    let command = |c: Cmd| {
+        let (seq, _) = dedge::fleet::post(&w.tx(&signer(3)), &w.d, gw, c, expiry, None).unwrap();
+        poll_until(40, || {
+            let reported: u64 = view(
+                &w.rpc,
+                w.d.control,
+                &IAgentControl::reportedCall { gateway: gw },
+            )
+            .unwrap();
+            (reported >= seq)
+                .then_some(())
+                .ok_or("not reported".to_string())
+        });
+        let v = dedge::fleet::gateway_view(&w.rpc, &w.d, gw).unwrap();
+        let c = v.commands.iter().find(|c| c.seq == seq).unwrap();
+        assert_eq!(c.outcome, Some(Outcome::Applied), "{}", c.detail);
+    };
+    let image = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
+    let mut s = w.session(agent.port, gw);
+    let mut nonce = 10;
+    // Proposes `o` on chain and offers it: why it was refused.
+    let mut refused = |mut o: Offer| -> String {
+        nonce += 1;
+        o.nonce = nonce;
+        market::propose(&w.tx(&signer(1)), &w.d, &o).unwrap();
+        match ask(&mut s, w.signed(&o)) {
+            Body::OfferRefused { reason, .. } => reason,
+            other => panic!("not refused: {other:?}"),
+        }
+    };
+    let base = offer(&board, gw, image, &["Random-Integer-Device:Int8:r"]);
+
+    command(Cmd::Tenants {
+        allow: vec![],
+        deny: vec![signer(1).address()],
+    });
+    let why = refused(base.clone());
+    assert!(
+        why.contains("is refused by this gateway's operator"),
+        "{why}"
+    );
+    command(Cmd::Tenants {
+        allow: vec![],
+        deny: vec![],
+    });
+
+    command(Cmd::Capacity(Capacity {
+        cpu_millicores: 400,
+        memory: board.resources.memory.bytes(),
+        disk: board.resources.disk.bytes(),
+        max_leases: 2,
+    }));
+    let why = refused(base.clone());
+    assert!(
+        why.contains("CPU (millicores): asked 500, 400 free of 400"),
+        "{why}"
+    );
+    command(Cmd::Capacity(Capacity {
+        cpu_millicores: board.resources.cpu_millicores,
+        memory: board.resources.memory.bytes(),
+        disk: board.resources.disk.bytes(),
+        max_leases: 2,
+    }));
+
+    let p = dedge::control::overlay::board_prices(&board);
+    command(Cmd::Prices(Prices {
+        cpu_core_second: p.cpu_core_second * 2,
+        ..p
+    }));
+    let why = refused(base.clone());
+    assert!(why.contains("these resources cost"), "{why}");
+
+    command(Cmd::Devices {
+        add: vec![],
+        remove: vec!["Random-Integer-Device".into()],
+    });
+    let at_new_price = |o: &Offer| {
+        let mut o = o.clone();
+        o.pricePerSecond = o.pricePerSecond * Uint::from(2);
+        o
+    };
+    let why = refused(at_new_price(&base));
+    assert!(
+        why.contains("Random-Integer-Device:Int8 is not sold"),
+        "{why}"
+    );
+    command(Cmd::Backends(Backends::None));
+
+    let snap = agent.agent.snapshot();
+    let config = &snap["config"];
+    assert_eq!(config["tenants"]["from"], "command 2");
+    assert_eq!(config["capacity"]["from"], "command 4");
+    assert_eq!(config["prices"]["from"], "command 5");
+    assert_eq!(config["devices"]["from"], "command 6");
+    assert_eq!(config["backends"]["value"], "none");
+    assert_eq!(config["backends"]["from"], "command 7");
+    assert_eq!(config["version"], 7);
+    assert_eq!(snap["resources"]["leases"]["of"], 2);
+    assert_eq!(config["log_level"]["from"], "board");
+}
