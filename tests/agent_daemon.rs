@@ -1474,7 +1474,7 @@ fn configuration_commands_reach_admission_and_the_status() {
     });
     let at_new_price = |o: &Offer| {
         let mut o = o.clone();
-        o.pricePerSecond = o.pricePerSecond * Uint::from(2);
+        o.pricePerSecond *= Uint::from(2);
         o
     };
     let why = refused(at_new_price(&base));

@@ -82,6 +82,8 @@ contract AgentControl {
         string calldata agent,
         string calldata detail
     ) external {
+        // A command is taken from a mined block: never this one or a later.
+        if (commandBlock >= block.number) revert NotThatBlock(commandBlock, commandBlockHash, bytes32(0));
         bytes32 actual = blockhash(commandBlock);
         if (actual != bytes32(0) && actual != commandBlockHash) {
             revert NotThatBlock(commandBlock, commandBlockHash, actual);

@@ -66,16 +66,26 @@ contract AgentControlTest is Fixture {
         vm.startPrank(gateway);
         // Nothing before the first, nothing skipped.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 2, 1, 2));
-        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
-        control.report(1, AgentControl.Outcome.Refused, 0, block.number, bytes32(0), "dedge 0.1.0", "expired");
+        control.report(
+            2, AgentControl.Outcome.Applied, 2, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
+        control.report(
+            1, AgentControl.Outcome.Refused, 0, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", "expired"
+        );
         assertEq(control.reported(gateway), 1, "first reported");
         // Not twice.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 1, 2, 2));
-        control.report(1, AgentControl.Outcome.Applied, 0, block.number, bytes32(0), "dedge 0.1.0", "");
-        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(
+            1, AgentControl.Outcome.Applied, 0, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
+        control.report(
+            2, AgentControl.Outcome.Applied, 2, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
         // Nothing that was not posted.
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, gateway, 3, 3, 2));
-        control.report(3, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(
+            3, AgentControl.Outcome.Applied, 2, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
         vm.stopPrank();
         assertEq(control.reported(gateway), 2, "second reported");
     }
@@ -86,16 +96,26 @@ contract AgentControlTest is Fixture {
         // Someone else reporting reports on its own (empty) sequence.
         vm.prank(operator);
         vm.expectRevert(abi.encodeWithSelector(AgentControl.OutOfOrder.selector, operator, 1, 1, 0));
-        control.report(1, AgentControl.Outcome.Applied, 0, block.number, bytes32(0), "", "");
+        control.report(1, AgentControl.Outcome.Applied, 0, block.number - 1, blockhash(block.number - 1), "", "");
         vm.startPrank(gateway);
         vm.expectRevert(AgentControl.NoOutcome.selector);
-        control.report(1, AgentControl.Outcome.None, 0, block.number, bytes32(0), "", "");
+        control.report(1, AgentControl.Outcome.None, 0, block.number - 1, blockhash(block.number - 1), "", "");
         vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 257, 256));
-        control.report(1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), "", string(new bytes(257)));
-        vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 65, 64));
-        control.report(1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), string(new bytes(65)), "");
         control.report(
-            1, AgentControl.Outcome.Failed, 0, block.number, bytes32(0), string(new bytes(64)), string(new bytes(256))
+            1, AgentControl.Outcome.Failed, 0, block.number - 1, blockhash(block.number - 1), "", string(new bytes(257))
+        );
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.TextTooLong.selector, 65, 64));
+        control.report(
+            1, AgentControl.Outcome.Failed, 0, block.number - 1, blockhash(block.number - 1), string(new bytes(65)), ""
+        );
+        control.report(
+            1,
+            AgentControl.Outcome.Failed,
+            0,
+            block.number - 1,
+            blockhash(block.number - 1),
+            string(new bytes(64)),
+            string(new bytes(256))
         );
         vm.stopPrank();
         assertEq(control.reported(gateway), 1, "reported at the limits");
@@ -112,9 +132,15 @@ contract AgentControlTest is Fixture {
         control.post(gateway, hex"02");
         vm.startPrank(gateway);
         control.report(
-            1, AgentControl.Outcome.Refused, 0, block.number, bytes32(0), "dedge", "posted by a previous operator"
+            1,
+            AgentControl.Outcome.Refused,
+            0,
+            block.number - 1,
+            blockhash(block.number - 1),
+            "dedge",
+            "posted by a previous operator"
         );
-        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge", "");
+        control.report(2, AgentControl.Outcome.Applied, 2, block.number - 1, blockhash(block.number - 1), "dedge", "");
         vm.stopPrank();
         assertEq(control.reported(gateway), 2, "both");
     }
@@ -127,14 +153,18 @@ contract AgentControlTest is Fixture {
         vm.prank(operator);
         control.post(gateway, new bytes(60));
         vm.prank(gateway);
-        control.report(1, AgentControl.Outcome.Applied, 1, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(
+            1, AgentControl.Outcome.Applied, 1, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
         vm.prank(operator);
         uint256 g = gasleft();
         control.post(gateway, new bytes(60));
         uint256 post = g - gasleft();
         vm.prank(gateway);
         g = gasleft();
-        control.report(2, AgentControl.Outcome.Applied, 2, block.number, bytes32(0), "dedge 0.1.0", "");
+        control.report(
+            2, AgentControl.Outcome.Applied, 2, block.number - 1, blockhash(block.number - 1), "dedge 0.1.0", ""
+        );
         uint256 report = g - gasleft();
         emit log_named_uint("post (60-byte command, execution)", post);
         emit log_named_uint("report (applied, execution)", report);
@@ -165,5 +195,11 @@ contract AgentControlTest is Fixture {
         vm.prank(gateway);
         control.report(2, AgentControl.Outcome.Applied, 2, mined + 5, other, "dedge", "");
         assertEq(control.reported(gateway), 2, "both");
+        // Never a block not yet mined (blockhash says 0 for it: unchecked).
+        vm.prank(operator);
+        control.post(gateway, hex"03");
+        vm.prank(gateway);
+        vm.expectRevert(abi.encodeWithSelector(AgentControl.NotThatBlock.selector, block.number, other, bytes32(0)));
+        control.report(3, AgentControl.Outcome.Applied, 3, block.number, other, "dedge", "");
     }
 }

@@ -85,6 +85,8 @@ pub(crate) trait Effects {
     /// What is on sale now, under `overlay`.
     fn devices(&self, overlay: &Overlay) -> Vec<DeviceSale>;
     fn has_edgex(&self) -> bool;
+    /// Whether the prices in force under `overlay` include a device price.
+    fn device_priced(&self, overlay: &Overlay) -> bool;
     fn ceiling(&self) -> crate::control::command::Capacity;
     /// Whether EdgeX serves `add` as offered: `Ok(Err(why))` it does not,
     /// `Err(why)` it did not answer (the command waits).
@@ -93,8 +95,13 @@ pub(crate) trait Effects {
         add: &[DeviceSale],
     ) -> std::result::Result<std::result::Result<(), String>, String>;
     /// Whether the gateway can advertise what `overlay` sells (its
-    /// capability document fits the registry, its price the contract).
-    fn check_configuration(&self, overlay: &Overlay) -> std::result::Result<(), String>;
+    /// capability document, with EdgeX's detail of each device, fits the
+    /// registry; its price the contract): `Ok(Err(why))` it cannot,
+    /// `Err(why)` EdgeX did not answer (the command waits).
+    fn check_configuration(
+        &self,
+        overlay: &Overlay,
+    ) -> std::result::Result<std::result::Result<(), String>, String>;
     /// Ends the lease for the time served. `Ok(false)`: it is not one of
     /// this gateway's live leases.
     fn evict(&self, lease: [u8; 32], reason: &str) -> std::result::Result<bool, String>;
@@ -254,8 +261,18 @@ impl Controller {
             // Delivered again (a replayed range after a restart): the
             // decision stands; an effect cut short is finished.
             match self.get(posted.seq)? {
-                Some(r) if r.hash == hash && r.todo.is_some() => self.carry_out(r, fx)?,
-                Some(r) if r.hash == hash => {}
+                Some(mut r) if r.hash == hash => {
+                    // Taken again from another block (a reorg the follower
+                    // missed moved it): the report must name this one.
+                    if (r.block, r.block_hash) != (block, block_hash) {
+                        r.block = block;
+                        r.block_hash = block_hash;
+                        self.write(&r)?;
+                    }
+                    if r.todo.is_some() {
+                        self.carry_out(r, fx)?;
+                    }
+                }
                 Some(_) => {
                     // A verified log that differs from what was taken: the
                     // chain changed under a reorg the follower did not
@@ -300,15 +317,19 @@ impl Controller {
             why,
         };
         let Leased { held, sold } = fx.held().map_err(wait)?;
-        // EdgeX not answering is not a refusal: asked again at the next poll.
+        // EdgeX is asked only once every other check passed (an expired or
+        // misaddressed devices command is refused without it); EdgeX not
+        // answering is not a refusal: the command is asked again at the
+        // next poll, and refused once it expires.
         let envelope = crate::control::Envelope::decode(posted.bytes).ok();
-        let devices_check = match envelope.as_ref().map(|e| &e.command) {
-            Some(crate::control::Command::Devices { add, .. }) => {
-                fx.check_devices(add).map_err(wait)?
+        let unanswered: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+        let check = |add: &[DeviceSale]| match fx.check_devices(add) {
+            Ok(verdict) => verdict,
+            Err(why) => {
+                *unanswered.borrow_mut() = Some(why.clone());
+                Err(why)
             }
-            _ => Ok(()),
         };
-        let check = |_: &[DeviceSale]| devices_check.clone();
         let g = Gateway {
             chain_id: self.chain_id,
             control: self.control,
@@ -319,11 +340,16 @@ impl Controller {
             ceiling: fx.ceiling(),
             devices: &devices,
             has_edgex: fx.has_edgex(),
+            device_priced: fx.device_priced(&overlay),
             held,
             granted: &sold,
             check_devices: &check,
         };
         let name = envelope.as_ref().map_or("?", |e| e.command.name());
+        let decision = decide(posted, &g);
+        if let Some(why) = unanswered.into_inner() {
+            return Err(wait(why));
+        }
         let mut r = Record {
             seq: posted.seq,
             hash,
@@ -338,8 +364,8 @@ impl Controller {
             suspended: false,
             taken_ms: unix_ms(),
         };
-        match decide(posted, &g) {
-            Decision::Configure(o) => match fx.check_configuration(&o) {
+        match decision {
+            Decision::Configure(o) => match fx.check_configuration(&o).map_err(wait)? {
                 Ok(()) => r.overlay = *o,
                 Err(why) => {
                     r.outcome = Outcome::Refused;
@@ -466,8 +492,18 @@ impl Controller {
     /// on any error, the cursor stays where it was.
     /// True when it ended without a gap or a reorg (nothing to read again
     /// before the next block).
-    pub(crate) fn follow(&self, follower: &Follower, rpc: &Rpc, fx: &dyn Effects) -> Result<bool> {
-        match follower.poll(rpc).map_err(Error::Chain)? {
+    /// The chain is read and checked outside `admission`; only taking the
+    /// commands holds it (no offer is admitted meanwhile).
+    pub(crate) fn follow(
+        &self,
+        follower: &Follower,
+        rpc: &Rpc,
+        fx: &dyn Effects,
+        admission: &std::sync::Mutex<()>,
+    ) -> Result<bool> {
+        let update = follower.poll(rpc).map_err(Error::Chain)?;
+        let _admission = admission.lock().unwrap_or_else(|p| p.into_inner());
+        match update {
             Update::Reorg { from_block } => self.suspend_from(from_block, fx).map(|()| false),
             Update::Logs { logs, cursor } => {
                 let now = super::lease::UnixTime::now().0;
@@ -626,6 +662,8 @@ mod tests {
         configured: RefCell<Vec<Overlay>>,
         /// Evictions fail (the process "dies" before marking them done).
         evict_fails: RefCell<bool>,
+        /// EdgeX does not answer.
+        edgex_down: RefCell<bool>,
     }
 
     impl Effects for Fake {
@@ -641,6 +679,9 @@ mod tests {
         fn has_edgex(&self) -> bool {
             true
         }
+        fn device_priced(&self, _: &Overlay) -> bool {
+            true
+        }
         fn ceiling(&self) -> Capacity {
             Capacity {
                 cpu_millicores: 1000,
@@ -653,10 +694,16 @@ mod tests {
             &self,
             _: &[DeviceSale],
         ) -> std::result::Result<std::result::Result<(), String>, String> {
+            if *self.edgex_down.borrow() {
+                return Err("EdgeX did not answer".into());
+            }
             Ok(Ok(()))
         }
-        fn check_configuration(&self, _: &Overlay) -> std::result::Result<(), String> {
-            Ok(())
+        fn check_configuration(
+            &self,
+            _: &Overlay,
+        ) -> std::result::Result<std::result::Result<(), String>, String> {
+            Ok(Ok(()))
         }
         fn evict(&self, lease: [u8; 32], _: &str) -> std::result::Result<bool, String> {
             if *self.evict_fails.borrow() {
@@ -852,6 +899,69 @@ mod tests {
             r.detail
         );
         assert_eq!(c.overlay().unwrap().version, 1, "the first stays in force");
+    }
+
+    #[test]
+    fn a_devices_command_waits_for_edgex_but_an_expired_one_does_not() {
+        let store = Store::temporary().unwrap();
+        let (c, fx) = (controller(&store), Fake::default());
+        *fx.edgex_down.borrow_mut() = true;
+        let sale = vec![DeviceSale {
+            name: "Sensor".into(),
+            read: vec!["T".into()],
+            write: vec![],
+        }];
+        let add = bytes(
+            1,
+            Command::Devices {
+                add: sale.clone(),
+                remove: vec![],
+            },
+            Some(0),
+        );
+        let got = c.take(
+            Posted {
+                seq: 1,
+                operator: op(),
+                bytes: &add,
+            },
+            (10, B256::ZERO),
+            op(),
+            1_000,
+            &fx,
+        );
+        assert!(matches!(got, Err(Error::Wait { seq: 1, .. })), "{got:?}");
+        assert!(
+            c.get(1).unwrap().is_none(),
+            "nothing recorded while EdgeX is away"
+        );
+        // Expired meanwhile: refused without asking EdgeX.
+        let got = c.take(
+            Posted {
+                seq: 1,
+                operator: op(),
+                bytes: &add,
+            },
+            (10, B256::ZERO),
+            op(),
+            3_000_000_000,
+            &fx,
+        );
+        assert_eq!(got.unwrap(), Taken::Done);
+        let r = c.get(1).unwrap().unwrap();
+        assert!(r.detail.contains("expired"), "{}", r.detail);
+        // EdgeX back: the next one is decided.
+        *fx.edgex_down.borrow_mut() = false;
+        let add = bytes(
+            2,
+            Command::Devices {
+                add: sale,
+                remove: vec![],
+            },
+            Some(0),
+        );
+        take(&c, &fx, 2, &add, 11);
+        assert_eq!(c.get(2).unwrap().unwrap().outcome, Outcome::Applied);
     }
 
     #[test]

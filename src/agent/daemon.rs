@@ -753,9 +753,7 @@ impl Agent {
         // No offer is admitted while a command is decided and put in
         // force: a capacity check sees every lease, and an offer after a
         // pause sees the pause.
-        let admission = self.admission.lock().unwrap_or_else(|p| p.into_inner());
-        let followed = self.controller.follow(f, &self.rpc, self);
-        drop(admission);
+        let followed = self.controller.follow(f, &self.rpc, self, &self.admission);
         let caught_up = f
             .cursor()
             .ok()
@@ -965,11 +963,28 @@ impl Effects for Agent {
         r.check(&offers)
     }
 
-    fn check_configuration(&self, overlay: &Overlay) -> std::result::Result<(), String> {
-        let caps = Capabilities::from_settings(&self.board, &Settings::new(&self.board, overlay));
-        crate::market::check_advert(&caps)
+    fn check_configuration(
+        &self,
+        overlay: &Overlay,
+    ) -> std::result::Result<std::result::Result<(), String>, String> {
+        let settings = Settings::new(&self.board, overlay);
+        let mut caps = Capabilities::from_settings(&self.board, &settings);
+        // The advert lists what EdgeX serves, with its detail (profiles,
+        // value types): measured as it will be sent.
+        if let Some(r) = &self.refresher {
+            caps.devices = r.detailed(&settings.board_devices())?;
+        }
+        Ok(crate::market::check_advert(&caps)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string()))
+    }
+
+    fn device_priced(&self, overlay: &Overlay) -> bool {
+        Settings::new(&self.board, overlay)
+            .prices
+            .value
+            .device_second
+            .is_some()
     }
 
     fn evict(&self, lease: [u8; 32], reason: &str) -> std::result::Result<bool, String> {
@@ -984,19 +999,15 @@ impl Effects for Agent {
                 ));
             }
             // Ended by this eviction before a restart cut its record short.
-            _ if l
-                .reason
-                .as_deref()
-                .is_some_and(|r| r.starts_with(EVICTED) && r.ends_with(reason)) =>
-            {
-                return Ok(true);
-            }
+            _ if l.reason.as_deref() == Some(&format!("{EVICTED}{reason}")) => return Ok(true),
             s if s.is_terminal() || s == State::Terminating => return Ok(false),
             _ => {}
         }
-        let event = Event::Evict(reason.to_string());
-        self.with_executor(|exec| exec.feed(&id, &event, UnixTime::now()))
-            .map_err(|e| logger::chain(&e))?
+        // Only the lease's step, durable: the tick carries out what follows
+        // (the container down, then the chain's steps on the chain worker),
+        // so no offer waits on a teardown or a node here.
+        self.book
+            .apply(&id, &Event::Evict(reason.to_string()), UnixTime::now())
             .map_err(|e| logger::chain(&e))?;
         Ok(true)
     }

@@ -67,6 +67,8 @@ pub struct Gateway<'a> {
     pub devices: &'a [DeviceSale],
     /// Whether the board sells EdgeX devices at all.
     pub has_edgex: bool,
+    /// Whether the prices in force include a device price.
+    pub device_priced: bool,
     pub held: Held,
     /// What running leases were sold of the devices.
     pub granted: &'a [Sold],
@@ -256,6 +258,9 @@ fn devices(
     if !g.has_edgex {
         return Err("this board sells no EdgeX devices ([edgex] is not configured)".into());
     }
+    if !add.is_empty() && !g.device_priced {
+        return Err("no device price is in force: set one with prices first".into());
+    }
     let mut list = g.devices.to_vec();
     for name in remove {
         let before = list.len();
@@ -370,6 +375,7 @@ mod tests {
                     ceiling: cap(2000, 4),
                     devices: &self.devices,
                     has_edgex: true,
+                    device_priced: true,
                     held: self.held,
                     granted: &self.granted,
                     check_devices: &serves_only_sensor,

@@ -164,6 +164,9 @@ impl Catalogue {
 /// or EdgeX removed is refused from then on.
 pub struct Refresher {
     current: Arc<RwLock<Catalogue>>,
+    /// Moved by every `set_offers`: a periodic read started before one
+    /// does not overwrite the catalogue it made.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     /// What is offered: the board's devices, or what a command set.
     offers: Arc<RwLock<Vec<BoardDevice>>>,
     client: Arc<Client>,
@@ -175,13 +178,17 @@ impl Refresher {
     /// Reads once now (an error leaves the catalogue empty until EdgeX
     /// answers), then every `every`.
     pub fn start(client: Arc<Client>, offers: Vec<BoardDevice>, every: Duration) -> Refresher {
+        use std::sync::atomic::Ordering::SeqCst;
         let offers = Arc::new(RwLock::new(offers));
-        let list = offers.clone();
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (list, gen_seen) = (offers.clone(), generation.clone());
+        // The catalogue for the offers of now, and which generation they are.
         let read = move |client: &Client| {
+            let at = gen_seen.load(SeqCst);
             let offers = list.read().unwrap_or_else(|p| p.into_inner()).clone();
-            Catalogue::read(client, &offers)
+            Catalogue::read(client, &offers).map(|c| (c, at))
         };
-        let first = read(&client).unwrap_or_else(|e| {
+        let first = read(&client).map(|(c, _)| c).unwrap_or_else(|e| {
             log::warn!("edgex catalogue: {e}; nothing is offered until EdgeX answers");
             Catalogue::default()
         });
@@ -189,6 +196,7 @@ impl Refresher {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let thread = {
             let (current, stop, client) = (current.clone(), stop.clone(), client.clone());
+            let generation = generation.clone();
             std::thread::spawn(move || {
                 let (lock, wake) = &*stop;
                 let mut stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -201,8 +209,11 @@ impl Refresher {
                         return;
                     }
                     match read(&client) {
-                        Ok(cat) => {
-                            *current.write().unwrap_or_else(|p| p.into_inner()) = cat;
+                        Ok((cat, at)) => {
+                            let mut now = current.write().unwrap_or_else(|p| p.into_inner());
+                            if generation.load(SeqCst) == at {
+                                *now = cat;
+                            }
                         }
                         Err(e) => log::warn!("edgex catalogue: {e}; keeping the last one"),
                     }
@@ -211,6 +222,7 @@ impl Refresher {
         };
         Refresher {
             current,
+            generation,
             offers,
             client,
             stop,
@@ -224,19 +236,40 @@ impl Refresher {
     /// devices no longer offered leave the catalogue now and the rest waits
     /// for the next refresh (the error says so).
     pub fn set_offers(&self, offers: Vec<BoardDevice>) -> Result<(), Error> {
+        use std::sync::atomic::Ordering::SeqCst;
         *self.offers.write().unwrap_or_else(|p| p.into_inner()) = offers.clone();
+        self.generation.fetch_add(1, SeqCst);
         match Catalogue::read(&self.client, &offers) {
             Ok(cat) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = cat;
                 Ok(())
             }
             Err(e) => {
+                // Nothing more is sold than the new offers: what they drop
+                // or narrow goes now; what they add waits for EdgeX.
                 let mut cat = self.current.write().unwrap_or_else(|p| p.into_inner());
-                cat.devices
-                    .retain(|name, _| offers.iter().any(|o| &o.name == name));
+                cat.devices.retain(|name, d| {
+                    let Some(o) = offers.iter().find(|o| &o.name == name) else {
+                        return false;
+                    };
+                    d.commands.retain(|c, modes| {
+                        modes.read &= o.read.contains(c);
+                        modes.write &= o.write.contains(c);
+                        modes.read || modes.write
+                    });
+                    !d.commands.is_empty()
+                });
                 Err(e)
             }
         }
+    }
+
+    /// The detailed offers (profiles, value types) EdgeX serves of
+    /// `offers`, as the advert lists them; `Err`: EdgeX did not answer.
+    pub fn detailed(&self, offers: &[BoardDevice]) -> Result<Vec<DeviceOffer>, String> {
+        Catalogue::read(&self.client, offers)
+            .map(|c| c.offers())
+            .map_err(|e| format!("EdgeX did not answer: {e}"))
     }
 
     /// Why EdgeX cannot serve these offers as offered, if it cannot: the
