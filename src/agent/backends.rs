@@ -82,14 +82,37 @@ fn is_public(ip: IpAddr) -> bool {
     }
 }
 
-/// The wider of two policies (`None` < `Public` < `Any`).
-pub(crate) fn wider(a: BackendPolicy, b: BackendPolicy) -> BackendPolicy {
-    let rank = |p| match p {
+/// Where the policy a lease's backends were checked under at its deploy
+/// is kept, beside their names (the names' key is the lease id alone).
+pub(crate) fn policy_key(lease: &[u8; 32]) -> Vec<u8> {
+    [lease.as_slice(), b"/policy"].concat()
+}
+
+/// A policy as stored (`policy_key`).
+pub(crate) fn policy_code(p: BackendPolicy) -> u8 {
+    match p {
         BackendPolicy::None => 0,
         BackendPolicy::Public => 1,
         BackendPolicy::Any => 2,
-    };
-    if rank(a) >= rank(b) { a } else { b }
+    }
+}
+
+pub(crate) fn policy_of_code(code: u8) -> Option<BackendPolicy> {
+    match code {
+        0 => Some(BackendPolicy::None),
+        1 => Some(BackendPolicy::Public),
+        2 => Some(BackendPolicy::Any),
+        _ => None,
+    }
+}
+
+/// The wider of two policies (`None` < `Public` < `Any`).
+pub(crate) fn wider(a: BackendPolicy, b: BackendPolicy) -> BackendPolicy {
+    if policy_code(a) >= policy_code(b) {
+        a
+    } else {
+        b
+    }
 }
 
 /// The backends `requested` names, resolved and checked against `policy`;
@@ -198,6 +221,23 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_deploys_policy_is_kept_apart_from_its_names_and_read_back() {
+        use BackendPolicy::*;
+        for p in [None, Public, Any] {
+            assert_eq!(policy_of_code(policy_code(p)), Some(p));
+        }
+        assert_eq!(
+            policy_of_code(3),
+            Option::None,
+            "an unknown code is no policy"
+        );
+        assert_ne!(policy_key(&[7; 32]).as_slice(), [7u8; 32].as_slice());
+        assert_eq!(wider(None, Public), Public);
+        assert_eq!(wider(Any, Public), Any);
+        assert_eq!(wider(None, None), None);
     }
 
     #[test]

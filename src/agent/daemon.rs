@@ -287,16 +287,21 @@ impl Agent {
                     .ok(),
                 _ => None,
             };
-            // Checked at its deploy under the policy then; again here under
-            // the wider of the board's and the operator's now (the board
-            // file may have changed; a command changes new leases only).
-            let now_policy = *self.backends.read().unwrap_or_else(|p| p.into_inner());
-            let forwards = reopen_backends(
-                &self.backend_names,
-                &l,
-                backends::wider(self.board.agent.backends, now_policy),
-                record.init.pid,
-            );
+            // Checked again under the policy of its deploy (a command
+            // changes new leases only); a lease deployed before that was
+            // kept, under the wider of the board's and the operator's now.
+            let deployed: Option<u8> = self
+                .backend_names
+                .get(backends::policy_key(&l.id.0))
+                .ok()
+                .flatten();
+            let policy = deployed
+                .and_then(backends::policy_of_code)
+                .unwrap_or_else(|| {
+                    let now = *self.backends.read().unwrap_or_else(|p| p.into_inner());
+                    backends::wider(self.board.agent.backends, now)
+                });
+            let forwards = reopen_backends(&self.backend_names, &l, policy, record.init.pid);
             self.running
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -147,7 +147,11 @@ impl Deployer<'_> {
             .lease;
         // Recorded once this deploy is the lease's, before its container
         // starts: a restart re-attaches them.
-        if let Err(e) = self.wiring.put(lease.0, &names) {
+        let put = self.wiring.put(lease.0, &names).and_then(|()| {
+            let code = backends::policy_code(self.backends);
+            self.wiring.put(backends::policy_key(&lease.0), &code)
+        });
+        if let Err(e) = put {
             let _ = self
                 .exec
                 .feed(&lease, &Event::DeployFailed(e.to_string()), now);

@@ -41,6 +41,7 @@ Commands:
   upgrade --release CID --version VERSION
 
 The operator's passphrase: --operator-passphrase-file, or DEDGE_OPERATOR_PASSPHRASE.
+The chain: --board BOARD, or --rpc URL --deployment FILE (DEDGE_RPC, DEDGE_DEPLOYMENT).
 
 Options:
   --json      as JSON
