@@ -492,8 +492,9 @@ impl Controller {
     /// on any error, the cursor stays where it was.
     /// True when it ended without a gap or a reorg (nothing to read again
     /// before the next block).
-    /// The chain is read and checked outside `admission`; only taking the
-    /// commands holds it (no offer is admitted meanwhile).
+    /// The chain's logs are read and verified outside `admission`; taking
+    /// the commands holds it (with the operator and counter reads they
+    /// need): no offer is admitted meanwhile.
     pub(crate) fn follow(
         &self,
         follower: &Follower,

@@ -93,12 +93,9 @@ pub struct Agent {
     /// those moved out were paid in all (what the status shows as earned,
     /// without reading them every second).
     pruned: Mutex<(UnixTime, u128)>,
-    /// What the gateway sells (devices from the EdgeX catalogue, if any).
-    caps: RwLock<Capabilities>,
     advertiser: Mutex<Advertiser>,
-    /// The backend policy new deploys get, and each running lease's
-    /// backends.
-    backends: RwLock<BackendPolicy>,
+    /// Each running lease's backends (the policy new deploys get is
+    /// `settings`').
     backend_names: Tree,
     /// The operator's commands: their records, and the follower of the
     /// `Command` events (made once the chain first answers).
@@ -204,8 +201,6 @@ impl Agent {
         let backend_names = store.tree("backends").map_err(setup("backends"))?;
         let agent = Agent {
             policy: RwLock::new(Policy::new(board, &settings, signer.address())),
-            caps: RwLock::new(Capabilities::from_settings(board, &settings)),
-            backends: RwLock::new(settings.backends.value),
             settings: RwLock::new(settings),
             board: board.clone(),
             controller,
@@ -298,7 +293,7 @@ impl Agent {
             let policy = deployed
                 .and_then(backends::policy_of_code)
                 .unwrap_or_else(|| {
-                    let now = *self.backends.read().unwrap_or_else(|p| p.into_inner());
+                    let now = self.settings().backends.value;
                     backends::wider(self.board.agent.backends, now)
                 });
             let forwards = reopen_backends(&self.backend_names, &l, policy, record.init.pid);
@@ -418,7 +413,7 @@ impl Agent {
                     platform: self.platform.clone(),
                     incoming: self.data.join("incoming"),
                     edgex: self.edgex.as_ref(),
-                    backends: *self.backends.read().unwrap_or_else(|p| p.into_inner()),
+                    backends: self.settings().backends.value,
                     wiring: &self.backend_names,
                 };
                 match deployer.deploy(peer, lease, &image_cid, &manifest_digest, &backends, now) {
@@ -702,14 +697,9 @@ impl Agent {
         // Taken before what is sold is read: a change after this read sets
         // it again for the next step.
         let stale = self.advert_stale.swap(false, SeqCst);
-        let mut caps = self.caps.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let open = self
-            .settings
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .selling
-            .value
-            == Selling::Open;
+        let settings = self.settings();
+        let mut caps = Capabilities::from_settings(&self.board, &settings);
+        let open = settings.selling.value == Selling::Open;
         if self.edgex.is_some() {
             caps.devices = self
                 .catalogue
@@ -819,6 +809,14 @@ impl Agent {
         )
     }
 
+    /// The configuration in force now.
+    fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Puts the configuration `overlay` makes in force.
     fn configure(&self, overlay: &Overlay) {
         let s = Settings::new(&self.board, overlay);
@@ -830,9 +828,6 @@ impl Agent {
         };
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
             Policy::new(&self.board, &s, self.address());
-        *self.caps.write().unwrap_or_else(|p| p.into_inner()) =
-            Capabilities::from_settings(&self.board, &s);
-        *self.backends.write().unwrap_or_else(|p| p.into_inner()) = s.backends.value;
         if s.log_level.from.is_some() || std::env::var_os("DEDGE_LOG").is_none() {
             log::set_max_level(s.log_level.value);
         }

@@ -84,6 +84,17 @@ impl ChainArgs {
     }
 }
 
+/// The operator's key from its encrypted key file; the passphrase from
+/// `pass_file`, else `DEDGE_OPERATOR_PASSPHRASE`.
+pub(crate) fn operator_signer(
+    key: &std::path::Path,
+    pass_file: Option<&std::path::Path>,
+) -> Result<Signer, Error> {
+    let pass = keystore::passphrase_from(pass_file, "DEDGE_OPERATOR_PASSPHRASE")
+        .map_err(|e| Error::Config(e.to_string()))?;
+    keystore::load(key, &pass).map_err(|e| Error::Config(e.to_string()))
+}
+
 pub fn runtime(e: impl std::fmt::Display) -> Error {
     Error::Runtime(e.to_string())
 }

@@ -7,7 +7,6 @@ use alloy_primitives::Address;
 
 use super::chain_args::{ChainArgs, runtime};
 use super::{Error, say};
-use crate::chain::keystore;
 use crate::chain::tx::TxSender;
 use crate::control::command::{Backends, Capacity, Command, DeviceSale, Level, Prices};
 use crate::fleet::{self, GatewayView};
@@ -276,9 +275,7 @@ fn operator_key(a: &Args) -> Result<crate::chain::Signer, Error> {
         .key
         .as_ref()
         .ok_or_else(|| Error::Usage("fleet post needs --operator-key FILE".into()))?;
-    let pass = keystore::passphrase_from(a.pass.as_deref(), "DEDGE_OPERATOR_PASSPHRASE")
-        .map_err(|e| Error::Config(e.to_string()))?;
-    keystore::load(key, &pass).map_err(|e| Error::Config(e.to_string()))
+    super::chain_args::operator_signer(key, a.pass.as_deref())
 }
 
 fn post(a: Args) -> Result<(), Error> {

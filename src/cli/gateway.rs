@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use super::chain_args::{self, ChainArgs, runtime};
 use super::{Error, say};
-use crate::chain::keystore;
 use crate::chain::tx::TxSender;
 use crate::market::{self, Capabilities};
 use crate::units::HumanDuration;
@@ -73,10 +72,7 @@ pub fn run(mut parser: lexopt::Parser) -> Result<(), Error> {
         "register" => {
             let key = operator_key
                 .ok_or_else(|| Error::Usage("register needs --operator-key FILE".into()))?;
-            let pass =
-                keystore::passphrase_from(operator_pass.as_deref(), "DEDGE_OPERATOR_PASSPHRASE")
-                    .map_err(|e| Error::Config(e.to_string()))?;
-            let operator = keystore::load(&key, &pass).map_err(|e| Error::Config(e.to_string()))?;
+            let operator = chain_args::operator_signer(&key, operator_pass.as_deref())?;
             let tx = TxSender::new(
                 &chain.rpc,
                 &operator,
