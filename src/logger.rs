@@ -27,10 +27,7 @@ pub fn init(level: LevelFilter, format: LogFormat) {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // Our dependencies (sled, ureq, rustls) say at debug level what
-        // only their own developers want, at every request: info at most.
-        let ours = metadata.target().starts_with("dedge");
-        metadata.level() <= log::max_level() && (ours || metadata.level() <= log::Level::Info)
+        admits(metadata.target(), metadata.level(), log::max_level())
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -43,6 +40,14 @@ impl Log for StderrLogger {
     }
 
     fn flush(&self) {}
+}
+
+/// Whether a record of `target` at `level` is written under `max`. Our
+/// dependencies (sled, ureq, rustls) say at debug level what only their
+/// own developers want, at every request: info at most for them.
+fn admits(target: &str, level: log::Level, max: LevelFilter) -> bool {
+    let ours = target == "dedge" || target.starts_with("dedge::");
+    level <= max && (ours || level <= log::Level::Info)
 }
 
 fn unix_now() -> u64 {
@@ -156,6 +161,24 @@ pub enum LogFormat {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dependencies_stay_at_info_while_the_agent_says_more() {
+        use log::{Level, LevelFilter};
+        assert!(super::admits(
+            "dedge::agent::control",
+            Level::Debug,
+            LevelFilter::Debug
+        ));
+        assert!(!super::admits(
+            "sled::pagecache",
+            Level::Debug,
+            LevelFilter::Debug
+        ));
+        assert!(!super::admits("dedgex", Level::Debug, LevelFilter::Trace));
+        assert!(super::admits("ureq::run", Level::Info, LevelFilter::Debug));
+        assert!(!super::admits("dedge::cli", Level::Info, LevelFilter::Warn));
+    }
+
     use super::*;
 
     #[test]

@@ -998,6 +998,72 @@ fn sandbox_run_with_grants_reaches_edgex_and_prints_the_counts() {
 
 /// The agent's catalogue survives EdgeX being away at start and fills in
 /// when it answers.
+/// Offers changed by an operator's command: read at once; with EdgeX away,
+/// what the new offers drop or narrow leaves the catalogue at once, what
+/// they add waits, and the periodic read that comes back later reads the
+/// new offers, not the old ones.
+#[test]
+fn new_offers_narrow_the_catalogue_at_once_even_with_edgex_away() {
+    let mut sim = Simulator::start(&[]);
+    let client = Arc::new(sim.client());
+    let r = dedge::edgex::catalogue::Refresher::start(client, offers(), Duration::from_millis(200));
+    let cat = r.catalogue();
+    assert!(cat.read().unwrap().command(BOOL, "Bool").is_some());
+    let int8_read_only = vec![BoardDevice {
+        name: INT.into(),
+        read: vec!["Int8".into()],
+        write: vec![],
+    }];
+    sim.stop();
+    assert!(
+        r.set_offers(int8_read_only.clone()).is_err(),
+        "EdgeX is away"
+    );
+    {
+        let c = cat.read().unwrap();
+        assert!(c.command(BOOL, "Bool").is_none(), "dropped at once");
+        let int8 = c.command(INT, "Int8").unwrap();
+        assert!(int8.read && !int8.write, "narrowed at once");
+        assert!(c.command(INT, "Int16").is_none());
+    }
+    assert!(
+        r.check(&offers()).is_err(),
+        "a check with EdgeX away is not a verdict"
+    );
+    sim.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cat
+        .read()
+        .unwrap()
+        .problems
+        .iter()
+        .any(|p| p.contains("No-Such-Device"))
+        || cat.read().unwrap().devices.len() != 1
+    {
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let c = cat.read().unwrap();
+    assert_eq!(
+        c.devices.len(),
+        1,
+        "the new offers, not the board's: {:?}",
+        c.devices.keys()
+    );
+    assert!(c.command(INT, "Int8").is_some_and(|x| x.read && !x.write));
+    drop(c);
+    // A check with EdgeX there names what it cannot serve.
+    let why = r.check(&offers()).unwrap().unwrap_err();
+    assert!(why.starts_with("device `"), "a problem named: {why}");
+    let fine = vec![BoardDevice {
+        name: BOOL.into(),
+        read: vec!["Bool".into()],
+        write: vec![],
+    }];
+    assert_eq!(r.check(&fine), Ok(Ok(())));
+}
+
 #[test]
 fn the_catalogue_is_read_again_until_edgex_answers() {
     let mut sim = Simulator::start(&[]);
